@@ -1,0 +1,33 @@
+# Two commands do all the set-up: `make demo` (the main job) and `make test`.
+# Both create/reuse the virtualenv .venv and install layertrim into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of torch: a plain `torch` requirement could pull a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test test-fast bench notebooks clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_PIN)"
+	$(BIN)/pip install --quiet -e ".[all]" "$(TORCH_PIN)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/layertrim demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --nbmake tests notebooks
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x tests
+
+bench: $(STAMP)
+	$(BIN)/layertrim bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

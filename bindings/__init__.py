@@ -1,0 +1,1 @@
+"""layertrim.bindings: framework bindings (torch) and the command line."""

@@ -1,0 +1,209 @@
+"""Streaming sufficient statistics of a squared-loss layer problem.
+
+For ``min (1/2P) ||X W + 1 b^T - Y||_F^2 + penalty(W)`` only second moments are
+needed. :class:`GramStats` accumulates them batch by batch (Chan et al.'s
+pairwise update of means and centered cross-products, in float64 whatever the
+input dtype), so memory is ``O(N^2 + N M)`` however many samples are seen.
+:class:`Quadratic` is the problem in Gram form that the solvers consume.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EmptyDataError, ShapeError
+from .validation import check_xy
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """Squared loss in Gram form, ``f(W) = 1/2 tr(W^T G W) - tr(C^T W) + 1/2 yy.sum()``.
+
+    With ``intercept=True`` the moments are centered and the optimal intercept
+    for any ``W`` is ``b = y_mean - x_mean @ W``; then ``f(W)`` equals
+    ``(1/2P) ||X W + 1 b^T - Y||_F^2`` exactly.
+
+    Attributes: ``G (N, N) = X^T X / P``, ``C (N, M) = X^T Y / P``,
+    ``yy (M,) = ||Y_m||^2 / P`` (all centered when ``intercept``), ``x_mean (N,)``,
+    ``y_mean (M,)``, ``n_samples``, ``intercept``, ``dtype`` (of the caller's data).
+    """
+
+    G: np.ndarray
+    C: np.ndarray
+    yy: np.ndarray
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    n_samples: int
+    intercept: bool
+    dtype: np.dtype
+
+    @property
+    def n_features(self) -> int:
+        return self.G.shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.C.shape[1]
+
+    def loss(self, W: np.ndarray) -> float:
+        """``(1/2P) ||X W + 1 b^T - Y||_F^2`` at the optimal (or zero) intercept."""
+        W = np.asarray(W, dtype=np.float64)
+        val = 0.5 * np.sum(W * (self.G @ W)) - np.sum(self.C * W) + 0.5 * self.yy.sum()
+        return float(max(val, 0.0))
+
+    def column_losses(self, W: np.ndarray) -> np.ndarray:
+        """Per-output loss ``(1/2P) ||X w_m + b_m - y_m||^2``, shape (M,)."""
+        W = np.asarray(W, dtype=np.float64)
+        val = 0.5 * np.sum(W * (self.G @ W), axis=0) - np.sum(self.C * W, axis=0) + 0.5 * self.yy
+        return np.maximum(val, 0.0)
+
+    def gradient(self, W: np.ndarray) -> np.ndarray:
+        """``grad f(W) = G W - C``."""
+        return self.G @ W - self.C
+
+    def intercept_for(self, W: np.ndarray) -> np.ndarray | None:
+        """Optimal unpenalized intercept for ``W`` (``None`` without intercept)."""
+        if not self.intercept:
+            return None
+        return self.y_mean - self.x_mean @ np.asarray(W, dtype=np.float64)
+
+    def lipschitz(self) -> float:
+        """Largest eigenvalue of ``G``: the Lipschitz constant of ``grad f``."""
+        return float(np.linalg.eigvalsh(self.G)[-1]) if self.n_features else 0.0
+
+
+class GramStats:
+    """Accumulate ``X^T X``, ``X^T Y``, ``||Y_m||^2``, means and the count over batches.
+
+    Examples
+    --------
+    >>> stats = GramStats()
+    >>> for Xb, Yb in batches:          # doctest: +SKIP
+    ...     stats.update(Xb, Yb)
+    >>> lasso(stats, lam=0.01)          # doctest: +SKIP
+
+    Notes
+    -----
+    Chan's update merges a batch ``B`` (count ``n_b``, means ``mx_b, my_b``,
+    centered products ``Sxx_b, Sxy_b, syy_b``) into the totals ``A``:
+    ``d_x = mx_b - mx_a``, ``Sxx += Sxx_b + d_x d_x^T n_a n_b / n`` (same for
+    ``Sxy``, ``syy``) and ``mx += d_x n_b / n``. Centered accumulation avoids
+    the cancellation of ``sum x x^T - P mean mean^T`` when means are large.
+    """
+
+    def __init__(self):
+        self.n_samples = 0
+        self._dtype32 = True
+        self.x_mean = self.y_mean = None
+        self.Sxx = self.Sxy = self.syy = None
+
+    @classmethod
+    def from_arrays(cls, X, Y) -> "GramStats":
+        """Statistics of one full data set."""
+        stats = cls()
+        stats.update(X, Y)
+        return stats
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.Sxx is None else self.Sxx.shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return 0 if self.Sxy is None else self.Sxy.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float32 if every batch was float32, else float64."""
+        return np.dtype(np.float32 if self._dtype32 else np.float64)
+
+    def update(self, X, Y) -> "GramStats":
+        """Add one batch of samples ``X (B, N)``, ``Y (B, M)``; returns self."""
+        X, Y = check_xy(X, Y)
+        if self.Sxx is not None and (X.shape[1], Y.shape[1]) != (self.n_features, self.n_outputs):
+            raise ShapeError(
+                f"batch has {X.shape[1]} features and {Y.shape[1]} outputs; "
+                f"earlier batches had {self.n_features} and {self.n_outputs}"
+            )
+        self._dtype32 &= X.dtype == np.float32
+        Xd, Yd = X.astype(np.float64), Y.astype(np.float64)
+        nb = Xd.shape[0]
+        mx, my = Xd.mean(axis=0), Yd.mean(axis=0)
+        Xc, Yc = Xd - mx, Yd - my
+        Sxx_b, Sxy_b, syy_b = Xc.T @ Xc, Xc.T @ Yc, np.einsum("ij,ij->j", Yc, Yc)
+        self._merge(nb, mx, my, Sxx_b, Sxy_b, syy_b)
+        return self
+
+    def merge(self, other: "GramStats") -> "GramStats":
+        """Add the statistics of another accumulator (e.g. from another worker)."""
+        if other.n_samples == 0:
+            return self
+        if self.Sxx is not None and (other.n_features, other.n_outputs) != (self.n_features, self.n_outputs):
+            raise ShapeError("cannot merge statistics of different shapes")
+        self._dtype32 &= other._dtype32
+        self._merge(other.n_samples, other.x_mean, other.y_mean, other.Sxx, other.Sxy, other.syy)
+        return self
+
+    def _merge(self, nb, mx, my, Sxx_b, Sxy_b, syy_b):
+        if self.n_samples == 0:
+            self.n_samples = nb
+            self.x_mean, self.y_mean = mx.copy(), my.copy()
+            self.Sxx, self.Sxy, self.syy = Sxx_b.copy(), Sxy_b.copy(), syy_b.copy()
+            return
+        na = self.n_samples
+        n = na + nb
+        dx, dy = mx - self.x_mean, my - self.y_mean
+        w = na * nb / n
+        self.Sxx += Sxx_b + w * np.outer(dx, dx)
+        self.Sxy += Sxy_b + w * np.outer(dx, dy)
+        self.syy += syy_b + w * dy * dy
+        self.x_mean += dx * (nb / n)
+        self.y_mean += dy * (nb / n)
+        self.n_samples = n
+
+    def _require(self):
+        if self.n_samples == 0:
+            raise EmptyDataError("GramStats holds no samples; call update() with data first")
+
+    def xtx(self) -> np.ndarray:
+        """Uncentered ``X^T X`` (float64)."""
+        self._require()
+        return self.Sxx + self.n_samples * np.outer(self.x_mean, self.x_mean)
+
+    def xty(self) -> np.ndarray:
+        """Uncentered ``X^T Y`` (float64)."""
+        self._require()
+        return self.Sxy + self.n_samples * np.outer(self.x_mean, self.y_mean)
+
+    def yty_diag(self) -> np.ndarray:
+        """Uncentered ``||Y_m||^2`` per output (float64); its sum is ``tr(Y^T Y)``."""
+        self._require()
+        return self.syy + self.n_samples * self.y_mean**2
+
+    def quadratic(self, intercept: bool = True) -> Quadratic:
+        """The Gram form of the squared loss, divided by ``P`` (centered if ``intercept``)."""
+        self._require()
+        P = self.n_samples
+        if intercept:
+            G, C, yy = self.Sxx / P, self.Sxy / P, self.syy / P
+        else:
+            G, C, yy = self.xtx() / P, self.xty() / P, self.yty_diag() / P
+        return Quadratic(
+            G=G, C=C, yy=yy, x_mean=self.x_mean.copy(), y_mean=self.y_mean.copy(),
+            n_samples=P, intercept=intercept, dtype=self.dtype,
+        )
+
+    def __repr__(self) -> str:
+        return f"GramStats(n_samples={self.n_samples}, n_features={self.n_features}, n_outputs={self.n_outputs})"
+
+
+def as_quadratic(X, Y=None, *, intercept: bool = True) -> Quadratic:
+    """Accept ``(X, Y)`` arrays or a :class:`GramStats` (with ``Y=None``)."""
+    if isinstance(X, GramStats):
+        if Y is not None:
+            raise ShapeError("pass either GramStats alone or arrays (X, Y), not both")
+        return X.quadratic(intercept)
+    if Y is None:
+        raise ShapeError("Y is required when X is an array")
+    return GramStats.from_arrays(X, Y).quadratic(intercept)

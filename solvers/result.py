@@ -1,0 +1,70 @@
+"""The single result type returned by every layertrim solver."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+STATUSES = ("optimal", "max_iter", "infeasible", "numerical_error")
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of a layer solve.
+
+    Attributes
+    ----------
+    W : ndarray, shape (n_features, n_outputs)
+        Weights in the input dtype; ``X @ W + b`` approximates the targets.
+    b : ndarray, shape (n_outputs,) or None
+        Unpenalized intercept (``None`` when ``intercept=False``).
+    status : str
+        One of ``"optimal"``, ``"max_iter"``, ``"infeasible"``, ``"numerical_error"``.
+    objective : float
+        The solver's objective at the returned ``(W, b)``.
+    iterations : int
+        Iterations performed (outer iterations for nested solvers).
+    time : float
+        Wall-clock seconds of the solve.
+    history : dict[str, ndarray]
+        Per-iteration traces (objective, residuals, duality gap, ...).
+    info : dict
+        Solver-specific facts (lam or eps used, achieved sparsity, duality gap,
+        constraint violation, ...).
+    """
+
+    W: np.ndarray
+    b: np.ndarray | None
+    status: str
+    objective: float
+    iterations: int
+    time: float
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+    @property
+    def converged(self) -> bool:
+        """True when the solver met its stopping criterion."""
+        return self.status == "optimal"
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of exactly-zero entries of ``W``."""
+        return float(np.mean(self.W == 0)) if self.W.size else 0.0
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Linear layer output ``X @ W + b`` (pre-activation)."""
+        out = np.asarray(X) @ self.W
+        return out + self.b if self.b is not None else out
+
+    def __repr__(self) -> str:
+        return (
+            f"Result(status={self.status!r}, objective={self.objective:.6g}, "
+            f"iterations={self.iterations}, time={self.time:.3g}s, "
+            f"W={self.W.shape} {self.W.dtype}, sparsity={self.sparsity:.3f})"
+        )
