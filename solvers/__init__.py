@@ -20,4 +20,5 @@ from .result import Result
 from .warmup import warmup
 
 # --- solver exports: one line per solver module -------------------------------
+from .grda import grda, grda_step
 # --- end of solver exports ----------------------------------------------------
