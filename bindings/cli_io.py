@@ -108,7 +108,7 @@ def _load_pt_inputs(p: Path, key: str | None) -> np.ndarray:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputFileError(f"{p}: not a readable torch file of tensors ({_first_line(exc)})") from exc
+        raise InputFileError(f"{p}: not a readable torch file of tensors ({first_line(exc)})") from exc
     if isinstance(obj, (tuple, list)) and obj:
         obj = obj[0]
     elif isinstance(obj, dict):
@@ -118,6 +118,6 @@ def _load_pt_inputs(p: Path, key: str | None) -> np.ndarray:
     return obj.detach().cpu().numpy()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

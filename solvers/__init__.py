@@ -21,4 +21,13 @@ from .warmup import warmup
 
 # --- solver exports: one line per solver module -------------------------------
 from .grda import grda, grda_step
+from .feta import feta
+from .nettrim import nettrim
+from .lasso import lam_max, lasso
+from .threed import AccuracyModel, FlopsModel, ThreeDOptimum, fit_accuracy_model, maximize_accuracy, monomial_exponents, realizable_optimum
+from .channel_selection import backward_group_selection
+from .projection import project
+from .refit import refit
+from .iht import iht
+from .magnitude import magnitude
 # --- end of solver exports ----------------------------------------------------

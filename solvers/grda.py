@@ -48,7 +48,7 @@ def threshold(lr: float, n: int, c: float, mu: float) -> float:
 def _grda_update(w, a, grad, lr, t):
     """In place on 1-D arrays: ``a -= lr * grad``; ``w = sign(a) max(|a| - t, 0)``.
 
-    ``lr`` has the arrays' dtype; ``t`` is a float64 (the running threshold).
+    ``lr`` and ``t`` have the arrays' dtype.
     """
     for i in range(a.shape[0]):
         x = a[i] - lr * grad[i]
@@ -101,7 +101,7 @@ def grda_step(w, a, grad, lr: float, n: int, T: float, c: float, mu: float) -> f
     if not (w.dtype == a.dtype == grad.dtype):
         raise ShapeError(f"w, a and grad must have one dtype, got {w.dtype}, {a.dtype}, {grad.dtype}")
     T_new = T + threshold_increment(lr, n, c, mu)
-    _grda_update(w.reshape(-1), a.reshape(-1), grad.reshape(-1), w.dtype.type(lr), float(T_new))
+    _grda_update(w.reshape(-1), a.reshape(-1), grad.reshape(-1), w.dtype.type(lr), w.dtype.type(T_new))
     return T_new
 
 
@@ -116,6 +116,7 @@ def _grda_epoch(X, Y, W, A, b, order, batch_size, lr, c, mu, n, T, intercept):
     N, M = W.shape
     w_flat = W.reshape(N * M)
     a_flat = A.reshape(N * M)
+    t = np.empty(1, dtype=W.dtype)  # the threshold rounded to the weights' dtype
     for start in range(0, P, batch_size):
         idx = order[start : min(start + batch_size, P)]
         B = idx.shape[0]
@@ -124,21 +125,24 @@ def _grda_epoch(X, Y, W, A, b, order, batch_size, lr, c, mu, n, T, intercept):
         if intercept:
             for m in range(M):
                 R[:, m] += b[m]
-        G = np.dot(Xb.T, R) / B
+        G = np.dot(Xb.T, R)
+        G /= B  # in place: keeps the weights' dtype
         if intercept:
             for m in range(M):
                 b[m] -= lr * R[:, m].sum() / B
         n += 1
         T += c * lr ** (mu + 0.5) * (n**mu - (n - 1) ** mu)
-        _grda_update(w_flat, a_flat, G.reshape(N * M), lr, T)
+        t[0] = T
+        _grda_update(w_flat, a_flat, G.reshape(N * M), lr, t[0])
     return n, T
 
 
 def _layer_loss(X, Y, W, b) -> float:
-    R = X @ W - Y
-    if b is not None:
-        R += b
-    return float(0.5 * np.sum(R.astype(np.float64) ** 2) / X.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged run is reported by the caller
+        R = X @ W - Y
+        if b is not None:
+            R += b
+        return float(0.5 * np.sum(R.astype(np.float64) ** 2) / X.shape[0])
 
 
 def grda(
@@ -248,7 +252,7 @@ def grda(
 @register
 def _warmup(dtype):
     w = np.zeros(3, dtype=dtype)
-    _grda_update(w, np.ones(3, dtype=dtype), np.ones(3, dtype=dtype), dtype.type(0.1), 0.1)
+    _grda_update(w, np.ones(3, dtype=dtype), np.ones(3, dtype=dtype), dtype.type(0.1), dtype.type(0.1))
     X = np.ones((4, 2), dtype=dtype)
     Y = np.ones((4, 1), dtype=dtype)
     W = np.zeros((2, 1), dtype=dtype)

@@ -4,4 +4,7 @@ fast solution. Needs the ``verify`` extra (cvxpy, osqp, clarabel, scs)."""
 from ._cvxpy import require_cvxpy, solve
 
 # --- reference exports: one line per module ------------------------------------
+from .feta import feta_subproblem
+from .nettrim import nettrim
+from .lasso import lasso, lasso_osqp
 # --- end of reference exports --------------------------------------------------

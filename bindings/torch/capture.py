@@ -1,0 +1,313 @@
+"""Collect each chosen layer's regression data over a calibration iterable.
+
+Forward hooks turn every call of a layer into rows ``X_j (P_b, K)`` (its input,
+unfolded per group, see :mod:`.layers`) and ``Y_j (P_b, M_g)`` (its output).
+Inputs may come from one model and targets from another (the cascade scheme:
+inputs from the partly pruned network, targets from the dense one); both are
+run on the same batch, so rows correspond.
+
+Two storage modes:
+
+``"rows"``
+    A uniform sample without replacement of at most ``max_rows`` rows over all
+    samples and output positions seen (reservoir sampling, Vitter's algorithm R,
+    seeded). Needed by the ReLU-aware solvers (Net-Trim, FeTa).
+``"gram"``
+    Streamed :class:`~layertrim.solvers.GramStats` per group (float64): enough
+    for every squared-loss solver, whatever the number of samples.
+
+Peak memory per captured layer, with ``K``/``M`` summed over groups, ``R =
+max_rows`` and ``P_b`` the rows of one batch (images x output positions):
+rows mode ``4 (R + 2 P_b) (K + M)`` bytes; gram mode ``8 (K K/g + K M/g) +
+4 * 2 P_b (K + M)`` bytes (per-group Gram blocks plus one batch of unfolded
+inputs and outputs from each of the two models).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from layertrim.solvers import GramStats
+from layertrim.solvers.errors import EmptyDataError, NonFiniteError, ParameterError
+from layertrim.solvers.validation import check_choice, check_scalar
+
+from .layers import check_supported, n_groups, output_rows, unfold_input
+
+MODES = ("rows", "gram")
+#: modules that pass values through unchanged in eval mode (skipped when looking for a ReLU)
+_TRANSPARENT = (nn.Dropout, nn.Identity)
+
+
+def find_layers(model: nn.Module, layers=None) -> "OrderedDict[str, nn.Module]":
+    """The layers to prune, by qualified name, in registration order.
+
+    ``layers=None`` takes every Linear/Conv1d/Conv2d; otherwise every name
+    must exist and be of a supported type (ParameterError otherwise).
+    """
+    named = dict(model.named_modules())
+    if layers is None:
+        found = OrderedDict((n, m) for n, m in named.items() if n and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)))
+        if not found:
+            raise ParameterError("the model has no Linear, Conv1d or Conv2d layer to prune")
+        return found
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise ParameterError("layers is empty")
+    missing = [n for n in layers if n not in named or n == ""]
+    if missing:
+        candidates = [n for n, m in named.items() if n and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        raise ParameterError(f"no layer named {missing} in the model; prunable layers are {candidates}")
+    out = OrderedDict()
+    for n in layers:
+        check_supported(n, named[n])
+        out[n] = named[n]
+    return out
+
+
+def relu_layers(model: nn.Module) -> set[str]:
+    """Names of layers whose output goes straight into an ``nn.ReLU``.
+
+    Detected in every ``nn.Sequential`` (a layer followed by ReLU, possibly
+    through Dropout/Identity). Anything else (functional ``F.relu`` in a
+    custom ``forward``, a BatchNorm in between) counts as not followed by a
+    ReLU; override per layer with ``prune(..., relu={name: True})``.
+    """
+    out = set()
+    for prefix, mod in model.named_modules():
+        if not isinstance(mod, nn.Sequential):
+            continue
+        children = list(mod.named_children())
+        for i, (name, child) in enumerate(children):
+            j = i + 1
+            while j < len(children) and isinstance(children[j][1], _TRANSPARENT):
+                j += 1
+            if j < len(children) and isinstance(children[j][1], nn.ReLU):
+                out.add(f"{prefix}.{name}" if prefix else name)
+    return out
+
+
+def batches(data: Iterable):
+    """Model inputs from a calibration iterable: tensors, arrays or ``(inputs, targets)``."""
+    for item in data:
+        if isinstance(item, (tuple, list)):
+            if not item:
+                raise EmptyDataError("the calibration data yielded an empty tuple")
+            item = item[0]
+        if isinstance(item, dict):
+            raise ParameterError("dict batches are not supported; yield input tensors or (inputs, targets)")
+        yield torch.as_tensor(item)
+
+
+def reusable(data: Iterable):
+    """``data`` itself when it can be iterated again, else its items in a list."""
+    if iter(data) is data:
+        return list(data)
+    return data
+
+
+class RowReservoir:
+    """Uniform sample of at most ``max_rows`` rows, shared across groups (algorithm R)."""
+
+    def __init__(self, max_rows: int, seed: int):
+        self.max_rows = max_rows
+        self.rng = np.random.default_rng(seed)
+        self.seen = 0
+        self.X = self.Y = None
+        self.filled = 0
+
+    def add(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """Add rows ``X (g, P_b, K)``, ``Y (g, P_b, M_g)``."""
+        n = X.shape[1]
+        if self.X is None:
+            self.X = np.empty((X.shape[0], self.max_rows, X.shape[2]), dtype=X.dtype)
+            self.Y = np.empty((Y.shape[0], self.max_rows, Y.shape[2]), dtype=Y.dtype)
+        take = min(self.max_rows - self.filled, n)
+        if take:
+            self.X[:, self.filled : self.filled + take] = X[:, :take]
+            self.Y[:, self.filled : self.filled + take] = Y[:, :take]
+            self.filled += take
+        rest = np.arange(take, n)
+        if rest.size:
+            # row with global index t replaces slot j ~ U{0..t} when j < max_rows
+            slots = self.rng.integers(0, self.seen + rest + 1)
+            keep = slots < self.max_rows
+            rows, slots = rest[keep], slots[keep]
+            # a later row overwrites an earlier one drawn for the same slot
+            last = np.unique(slots[::-1], return_index=True)[1]
+            pick = len(slots) - 1 - last
+            self.X[:, slots[pick]] = X[:, rows[pick]]
+            self.Y[:, slots[pick]] = Y[:, rows[pick]]
+        self.seen += n
+
+    def groups(self):
+        return [(self.X[j, : self.filled], self.Y[j, : self.filled]) for j in range(self.X.shape[0])]
+
+
+@dataclass
+class LayerData:
+    """Captured regression data of one layer.
+
+    ``groups`` holds one entry per conv group: ``(X, Y)`` arrays in rows mode,
+    a :class:`GramStats` in gram mode. ``Y`` is the layer's raw output
+    (pre-activation); ``relu`` says whether a ReLU follows it. ``rows_seen``
+    counts all rows that went by (before sampling).
+    """
+
+    name: str
+    mode: str
+    groups: list = field(default_factory=list)
+    relu: bool = False
+    rows_seen: int = 0
+
+
+class _Collector:
+    def __init__(self, name, module, mode, max_rows, seed):
+        self.name, self.module, self.mode = name, module, mode
+        self.reservoir = RowReservoir(max_rows, seed) if mode == "rows" else None
+        self.stats = [GramStats() for _ in range(n_groups(module))] if mode == "gram" else None
+        self.inputs, self.outputs = [], []
+        self.rows_seen = 0
+
+    def flush(self):
+        if len(self.inputs) != len(self.outputs):
+            raise ParameterError(
+                f"layer {self.name!r} was called {len(self.inputs)} times in one model and "
+                f"{len(self.outputs)} in the other on the same batch"
+            )
+        for X, Y in zip(self.inputs, self.outputs):
+            if X.shape[1] != Y.shape[1]:
+                raise ParameterError(f"layer {self.name!r}: input and output rows disagree")
+            X = X.detach().cpu().numpy()
+            Y = Y.detach().cpu().numpy()
+            for arr, what in ((X, "inputs"), (Y, "outputs")):
+                if not np.isfinite(arr).all():
+                    raise NonFiniteError(f"layer {self.name!r}: its {what} contain NaN or infinite values")
+            self.rows_seen += X.shape[1]
+            if self.reservoir is not None:
+                self.reservoir.add(X, Y)
+            else:
+                for j, s in enumerate(self.stats):
+                    s.update(X[j], Y[j])
+        self.inputs, self.outputs = [], []
+
+    def result(self, relu: bool) -> LayerData:
+        groups = self.reservoir.groups() if self.reservoir is not None else self.stats
+        return LayerData(self.name, self.mode, groups, relu, self.rows_seen)
+
+
+def _module_device(model: nn.Module):
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def capture(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    layers=None,
+    mode="gram",
+    max_rows: int = 20000,
+    seed: int = 0,
+    targets_from: nn.Module | None = None,
+    relu=None,
+) -> "OrderedDict[str, LayerData]":
+    """Run the calibration data through ``model`` and collect each layer's problem.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Inputs ``X`` are the chosen layers' inputs in this model.
+    data : iterable
+        Batches of inputs, or ``(inputs, targets)`` tuples (a DataLoader works).
+    layers : list of str, optional
+        Qualified layer names (default: every Linear/Conv1d/Conv2d).
+    mode : {"gram", "rows"} or dict name -> mode
+        Storage: streamed Gram statistics or a bounded uniform row sample.
+    max_rows : int
+        Row budget per layer in rows mode.
+    seed : int
+        Seed of the row sampling.
+    targets_from : nn.Module, optional
+        Model whose layer outputs are the targets ``Y`` (same architecture and
+        layer names); default ``model`` itself.
+    relu : dict name -> bool, optional
+        Overrides of the ReLU detection of :func:`relu_layers`.
+
+    Returns
+    -------
+    OrderedDict name -> LayerData
+        In the order given (or registration order).
+
+    Notes
+    -----
+    Both models run in eval mode under ``torch.no_grad()``; their training
+    flags are restored afterwards. The row sample is uniform over every
+    (sample, position) row that went through the layer.
+    """
+    max_rows = check_scalar(max_rows, "max_rows", low=1, integer=True)
+    chosen = find_layers(model, layers)
+    modes = {n: (mode.get(n, "gram") if isinstance(mode, dict) else mode) for n in chosen}
+    for m in modes.values():
+        check_choice(m, "mode", MODES)
+    detected = relu_layers(targets_from if targets_from is not None else model)
+    relu = dict(relu or {})
+    dense = targets_from if targets_from is not None else model
+    dense_modules = dict(dense.named_modules())
+    collectors = OrderedDict(
+        (n, _Collector(n, mod, modes[n], max_rows, seed + i)) for i, (n, mod) in enumerate(chosen.items())
+    )
+    handles = []
+    models = [model] if dense is model else [model, dense]
+    flags = [(m, m.training) for mdl in models for m in mdl.modules()]
+    try:
+        for n, mod in chosen.items():
+            col = collectors[n]
+
+            def grab_in(module, args, output, col=col):
+                col.inputs.append(unfold_input(module, args[0]))
+                if dense is model:
+                    col.outputs.append(output_rows(module, output))
+
+            handles.append(mod.register_forward_hook(grab_in))
+            if dense is not model:
+                if n not in dense_modules:
+                    raise ParameterError(f"targets_from has no layer named {n!r}")
+
+                def grab_out(module, args, output, col=col):
+                    col.outputs.append(output_rows(module, output))
+
+                handles.append(dense_modules[n].register_forward_hook(grab_out))
+        for mdl in models:
+            mdl.eval()
+        device = _module_device(model)
+        n_batches = 0
+        with torch.no_grad():
+            for x in batches(data):
+                n_batches += 1
+                x = x.to(device)
+                if dense is not model:
+                    dense(x)
+                model(x)
+                for col in collectors.values():
+                    col.flush()
+        if n_batches == 0:
+            raise EmptyDataError("the calibration data is empty (no batches)")
+        out = OrderedDict()
+        for n, col in collectors.items():
+            if col.rows_seen == 0:
+                raise EmptyDataError(f"layer {n!r} was never called during the forward passes")
+            out[n] = col.result(relu.get(n, n in detected))
+        return out
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in flags:
+            m.training = flag

@@ -1,0 +1,92 @@
+"""Masked retraining: minimize the training loss over the weights that survived pruning.
+
+``min_theta  E[loss(model(x; theta), y)]  s.t.  theta_i = 0 for pruned i``.
+
+Under a ``torch.nn.utils.prune`` reparametrization the forward uses
+``weight_orig * weight_mask``, so pruned entries never move. Layers pruned
+without it (e.g. after :func:`~layertrim.bindings.torch.make_permanent`) keep
+their zero pattern because the zeros present at the start are written back
+after every optimizer step (hard thresholding + retraining).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from layertrim.solvers.errors import EmptyDataError
+from layertrim.solvers.validation import check_scalar
+
+from .masks import PRUNABLE
+
+
+def _zero_masks(model: nn.Module):
+    """(parameter, keep-mask) for plain weights of prunable layers that hold zeros."""
+    out = []
+    for module in model.modules():
+        if isinstance(module, PRUNABLE) and isinstance(module._parameters.get("weight"), nn.Parameter):
+            w = module._parameters["weight"]
+            if bool((w == 0).any()):
+                out.append((w, (w != 0).detach().clone()))
+    return out
+
+
+def fine_tune(
+    model: nn.Module,
+    loader,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    loss_fn=None,
+    optimizer=None,
+    progress: bool = False,
+) -> nn.Module:
+    """Train ``model`` on ``loader`` for ``epochs`` with its zero pattern held.
+
+    Parameters
+    ----------
+    model : nn.Module
+    loader : iterable of (inputs, targets)
+    epochs : int
+    lr : float
+        Learning rate of the default optimizer (Adam).
+    loss_fn : callable, optional
+        ``loss_fn(outputs, targets)``; default cross-entropy.
+    optimizer : torch.optim.Optimizer or callable, optional
+        An optimizer over ``model``'s parameters, or a factory
+        ``params -> optimizer``; default ``Adam(lr=lr)``.
+    progress : bool
+        A tqdm bar over batches.
+
+    Returns
+    -------
+    model (in eval mode)
+    """
+    epochs = check_scalar(epochs, "epochs", low=1, integer=True)
+    lr = check_scalar(lr, "lr", low=0.0, low_open=True)
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer is None:
+        opt = torch.optim.Adam(params, lr=lr)
+    elif isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+    else:
+        opt = optimizer(params)
+    held = _zero_masks(model)
+    device = next(model.parameters()).device
+    from tqdm.auto import tqdm
+
+    model.train()
+    for _ in range(epochs):
+        n = 0
+        for inputs, targets in tqdm(loader, disable=not progress, leave=False, desc="fine-tune"):
+            n += 1
+            opt.zero_grad()
+            loss_fn(model(inputs.to(device)), targets.to(device)).backward()
+            opt.step()
+            with torch.no_grad():
+                for w, keep in held:
+                    w.mul_(keep)
+        if n == 0:
+            raise EmptyDataError("the fine-tuning loader is empty")
+    model.eval()
+    return model

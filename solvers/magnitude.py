@@ -1,0 +1,111 @@
+"""Magnitude pruning of given weights, optionally followed by a least-squares refit."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .errors import ParameterError, ShapeError
+from .gram import as_quadratic
+from .patterns import parse_pattern
+from .projection import check_scores, support_mask
+from .refit import refit_quadratic
+from .result import Result
+from .validation import check_array, check_scalar
+
+
+def magnitude(
+    W,
+    *,
+    sparsity=None,
+    pattern="unstructured",
+    scores=None,
+    X=None,
+    Y=None,
+    refit: bool = False,
+    b=None,
+    intercept: bool = True,
+    ridge: float = 0.0,
+) -> Result:
+    """Hard thresholding of trained weights: ``W_T = project(W)``, then optionally refit on ``T``.
+
+    Without data the result is the projection and ``objective`` is the squared
+    distance ``1/2 ||W - W_T||_F^2``. With data ``(X, Y)`` (or a GramStats as
+    ``X``) the objective is the layer loss ``(1/2P) ||X W_T + 1 b^T - Y||_F^2``
+    (plus ``ridge/2 ||W_T||^2`` after a refit).
+
+    Parameters
+    ----------
+    W : array (n_features, n_outputs)
+        Trained weights.
+    sparsity, pattern, scores
+        As in :func:`project`.
+    X, Y : arrays (n_samples, n_features), (n_samples, n_outputs), or GramStats and None
+        Layer data; required when ``refit`` is True.
+    refit : bool
+        Replace the kept weights by least squares on the support (:func:`refit`).
+    b : array (n_outputs,), optional
+        The layer's bias, kept as is when not refitting. When None and
+        ``intercept`` is True, the bias is set to its optimal value for the
+        projected weights (it is never pruned).
+    intercept : bool
+        Whether the layer has a bias.
+    ridge : float >= 0
+        Ridge of the refit.
+
+    Returns
+    -------
+    Result
+        ``info`` holds ``mask``, ``pattern``, ``sparsity`` and, with data, ``loss``.
+    """
+    start = time.perf_counter()
+    W = check_array(W, "W")
+    ridge = check_scalar(ridge, "ridge", low=0.0)
+    pat = parse_pattern(pattern)
+    s = pat.resolve_sparsity(sparsity)
+    S = np.abs(W) if scores is None else check_scores(scores, W.shape, W.dtype)
+    mask = support_mask(S, pat, s)
+    Wp = np.where(mask, W, W.dtype.type(0))
+    info = {"mask": mask, "pattern": str(pat), "sparsity": float(np.mean(~mask))}
+    if X is None:
+        if refit or Y is not None:
+            raise ParameterError("refit and Y need layer data X (samples or GramStats)")
+        diff = (W - Wp).astype(np.float64)
+        return Result(
+            W=Wp, b=None if b is None else check_array(b, "b", ndim=1, dtype=W.dtype), status="optimal",
+            objective=0.5 * float(np.sum(diff * diff)), iterations=1,
+            time=time.perf_counter() - start, info=info,
+        )
+    q = as_quadratic(X, Y, intercept=intercept)
+    if (q.n_features, q.n_outputs) != W.shape:
+        raise ShapeError(f"W must have shape ({q.n_features}, {q.n_outputs}) to match the data, got {W.shape}")
+    if refit:
+        W64, extra = refit_quadratic(q, mask, ridge)
+        info.update(extra)
+        bias = q.intercept_for(W64)
+        loss = q.loss(W64)
+        objective = loss + 0.5 * ridge * float(np.sum(W64 * W64))
+    else:
+        W64 = Wp.astype(np.float64)
+        loss = q.loss(W64)
+        bias = q.intercept_for(W64)
+        if b is not None:
+            if not intercept:
+                raise ParameterError("b was given with intercept=False")
+            given = check_array(b, "b", ndim=1, dtype=np.float64)
+            if given.shape != (q.n_outputs,):
+                raise ShapeError(f"b must have shape ({q.n_outputs},), got {given.shape}")
+            # centered loss + the cost of a bias offset from the optimal one
+            loss += 0.5 * float(np.sum((given - bias) ** 2))
+            bias = given
+        objective = loss
+    info["loss"] = loss
+    return Result(
+        W=W64.astype(q.dtype),
+        b=None if bias is None else bias.astype(q.dtype),
+        status="optimal",
+        objective=objective,
+        iterations=1,
+        time=time.perf_counter() - start,
+        info=info,
+    )

@@ -1,0 +1,274 @@
+"""Net-Trim: the convex program that prunes one ReLU (or linear) layer.
+
+ReLU layer, ``Omega = {Y > 0}``::
+
+    min_{W, b} ||W||_1  s.t.  ||(X W + 1 b^T - Y)_Omega||_F <= eps ||Y||_F,
+                              (X W + 1 b^T)_{Omega^c} <= V_{Omega^c}
+
+(``V = 0`` unless given); linear layer: ``||X W + 1 b^T - Y||_F <= eps ||Y||_F``.
+With ``eps_mode="neuron"`` there is one ball per output column, of radius
+``eps ||Y_m||``, and the program separates by column.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+
+from . import nettrim_kernels as K
+from .errors import ConvergenceWarning, InfeasibleError, ParameterError, ShapeError
+from .path import bisect_sparsity
+from .result import Result
+from .validation import check_array, check_choice, check_scalar, check_sparsity, check_weights, check_xy, exactly_one
+
+_STATUS = {0: "optimal", 1: "max_iter", 2: "infeasible"}
+
+
+def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None, eps_mode="layer",
+            warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.6, check_every=10) -> Result:
+    """Prune a layer by Net-Trim: ``min ||W||_1`` subject to staying ``eps``-close to ``Y``.
+
+    Solves ``min_{W,b} ||W||_1`` s.t. ``||(X W + 1 b^T - Y)_Omega||_F <= eps ||Y||_F``
+    and ``(X W + 1 b^T)_{Omega^c} <= V_{Omega^c}`` with ``Omega = {Y > 0}``
+    (``relu=True``), or ``||X W + 1 b^T - Y||_F <= eps ||Y||_F`` (``relu=False``).
+
+    Parameters
+    ----------
+    X : array, shape (n_samples, n_features)
+        Layer inputs.
+    Y : array, shape (n_samples, n_outputs)
+        Targets: the dense layer's post-ReLU outputs (``relu=True``) or its
+        linear outputs (``relu=False``).
+    eps : float >= 0, optional
+        Relative radius of the fidelity ball (give exactly one of eps, sparsity).
+    sparsity : float in [0, 1), optional
+        Target fraction of zero weights; ``eps`` is found by bisection and
+        the result has at least this fraction of zeros.
+    relu : bool
+        ReLU program (ball on Omega, half-spaces on its complement) or linear.
+    intercept : bool
+        Fit an unpenalized bias ``b``.
+    V : array (n_samples, n_outputs), optional
+        Upper bounds on ``Omega^c`` (``relu=True`` only); 0 when omitted.
+    eps_mode : {"layer", "neuron"}
+        One ball for the whole layer, radius ``eps ||Y||_F``, or one per
+        column, radius ``eps ||Y_m||``.
+    warm_start : Result or array (n_features, n_outputs), optional
+        A previous solve of a problem with the same ``X`` (weights, intercept,
+        duals and penalty are reused) or initial weights.
+    rho : float > 0, optional
+        Initial ADMM penalty (on the scaled problem); adapted by residual balancing.
+    tol : float
+        Relative tolerance of the primal and dual residuals and of the
+        constraint violation of the returned sparse ``W``.
+    max_iter : int
+        Iteration limit.
+    alpha : float in (0, 2)
+        Over-relaxation parameter.
+    check_every : int
+        Iterations between the (more expensive) convergence checks.
+
+    Returns
+    -------
+    Result
+        ``W`` exactly sparse (the soft-thresholded split), ``objective`` its
+        l1 norm; ``info``: ``eps``, ``eps_abs`` (ball radii), ``violation``
+        (relative ball excess ``max(||r_Omega|| - eps_abs, 0) / ||Y||_F``),
+        ``halfspace_violation`` (``max (X W + b - V)_{Omega^c} / ||Y||_F``),
+        ``sparsity``, ``rho`` (final), ``duals``, ``scale``.
+
+    Raises
+    ------
+    InfeasibleError
+        ``relu=False`` and ``eps`` is below the least-squares residual.
+
+    Notes
+    -----
+    The data are scaled by ``c = ||[X, 1]||_2`` and factorized once by a thin
+    SVD. ADMM on the splits ``Z = X W`` (penalty ``rho``) and ``Q = W``
+    (penalty ``s rho``), with over-relaxation ``alpha``; iteration k:
+
+    - ``W = argmin ||X W - Z + U1||^2 + s ||W - Q + U2||^2`` (closed form in
+      the SVD basis),
+    - ``Z = Proj_C(alpha X W + (1 - alpha) Z + U1)`` (Frobenius ball on
+      Omega, clip at ``V`` on its complement),
+    - ``Q = S_{1/(s rho)}(alpha W + (1 - alpha) Q + U2)`` (intercept row not shrunk),
+    - ``U1 += ... - Z``, ``U2 += ... - Q``.
+
+    Every ``check_every`` iterations the exact dual residual
+    ``rho ||X^T dZ + s dQ||`` (relative to ``s rho ||U2||``), the primal
+    residual ``||[X W - Z; W - Q]||`` (relative to the larger of the stacked
+    norms) and the constraint violation of ``Q`` are compared with ``tol``;
+    ``rho`` is rebalanced (no refactorization, the duals are rescaled);
+    primal infeasibility is detected from the dual increment ``d = dU1`` with
+    ``X^T d ~ 0`` and ``sup_{Z in C} <d, Z> < 0`` (a separating certificate).
+    """
+    t0 = time.perf_counter()
+    X, Y = check_xy(X, Y)
+    check_choice(eps_mode, "eps_mode", ("layer", "neuron"))
+    exactly_one("eps", eps, "sparsity", sparsity)
+    tol = check_scalar(tol, "tol", low=0.0, low_open=True, high=1.0)
+    max_iter = check_scalar(max_iter, "max_iter", low=1, integer=True)
+    check_every = check_scalar(check_every, "check_every", low=1, integer=True)
+    alpha = check_scalar(alpha, "alpha", low=0.0, high=2.0, low_open=True, high_open=True)
+    if rho is not None:
+        rho = check_scalar(rho, "rho", low=0.0, low_open=True)
+    if V is not None and not relu:
+        raise ParameterError("V (upper bounds on Omega^c) applies only to relu=True")
+    prob = _Problem(X, Y, relu=relu, intercept=intercept, V=V, eps_mode=eps_mode)
+    opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every)
+    if eps is not None:
+        eps = check_scalar(eps, "eps", low=0.0)
+        res = prob.solve(eps, warm_start, **opts)
+        return replace(res, time=time.perf_counter() - t0)
+    sparsity = check_sparsity(sparsity)
+    res, eps_found, trace = _solve_sparsity(prob, sparsity, warm_start, opts)
+    info = dict(res.info, sparsity_target=sparsity, eps_trace=trace)
+    return replace(res, time=time.perf_counter() - t0, info=info)
+
+
+class _Problem:
+    """A validated, scaled and factorized Net-Trim instance (reused across eps values)."""
+
+    def __init__(self, X, Y, *, relu, intercept, V, eps_mode):
+        P, N = X.shape
+        M = Y.shape[1]
+        self.dtype = X.dtype
+        self.N, self.M, self.intercept, self.relu = N, M, bool(intercept), bool(relu)
+        self.mode = K.NEURON if eps_mode == "neuron" else K.LAYER
+        Xa = np.hstack([X, np.ones((P, 1), X.dtype)]) if intercept else X
+        Ur, S, VrT = np.linalg.svd(Xa, full_matrices=False)
+        self.c = float(S[0]) if S[0] > 0 else 1.0
+        keep = S > S[0] * max(Xa.shape) * np.finfo(X.dtype).eps
+        self.S = np.ascontiguousarray(S[keep] / self.c)
+        self.Ur = np.ascontiguousarray(Ur[:, keep])
+        self.Vr = np.ascontiguousarray(VrT[keep].T)
+        self.X = np.ascontiguousarray(Xa / X.dtype.type(self.c))
+        self.Y = np.ascontiguousarray(Y / X.dtype.type(self.c))
+        if relu:
+            self.omega = Y > 0
+            if V is None:
+                Vs = np.zeros_like(Y)
+            else:
+                Vs = check_array(np.broadcast_to(np.asarray(V), Y.shape) if np.ndim(V) < 2 else V,
+                                 "V", dtype=X.dtype)
+                if Vs.shape != Y.shape:
+                    raise ShapeError(f"V must have the shape of Y {Y.shape}, got {Vs.shape}")
+                Vs = Vs / X.dtype.type(self.c)
+            self.V = np.ascontiguousarray(Vs)
+        else:
+            self.omega = np.ones(Y.shape, dtype=np.bool_)
+            self.V = np.zeros_like(self.Y)
+        self.ynorm = np.sqrt(np.sum(Y.astype(np.float64) ** 2, axis=0))  # per column, unscaled
+        self.ynorm_total = float(np.sqrt(np.sum(self.ynorm**2)))
+
+    def radii(self, eps):
+        """Absolute ball radii in the scaled problem."""
+        if self.mode == K.NEURON:
+            return eps * self.ynorm / self.c
+        return np.array([eps * self.ynorm_total / self.c])
+
+    def ls_residual(self):
+        """Least-squares residual norms (per ball) of the linear program, scaled."""
+        Yd = self.Y.astype(np.float64)
+        proj = self.Ur.T.astype(np.float64) @ Yd
+        col = np.maximum(np.sum(Yd**2, axis=0) - np.sum(proj**2, axis=0), 0.0)
+        return np.sqrt(col) if self.mode == K.NEURON else np.sqrt([col.sum()])
+
+    def min_eps(self):
+        """Smallest feasible relative eps of the linear program (0 for ReLU: unknown)."""
+        if self.relu:
+            return 0.0
+        res = self.ls_residual() * self.c
+        if self.mode == K.NEURON:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rel = np.where(self.ynorm > 0, res / np.maximum(self.ynorm, 1e-300), 0.0)
+            return float(rel.max())
+        return float(res[0] / self.ynorm_total) if self.ynorm_total > 0 else 0.0
+
+    def initial_state(self, warm_start):
+        dt, Na, M = self.dtype, self.X.shape[1], self.M
+        P = self.X.shape[0]
+        W = np.zeros((Na, M), dt)
+        U1, U2 = np.zeros((P, M), dt), np.zeros((Na, M), dt)
+        rho = None
+        if isinstance(warm_start, Result):
+            W[: self.N] = check_weights(warm_start.W, self.N, M, "warm_start.W", dtype=dt)
+            if self.intercept and warm_start.b is not None:
+                W[self.N] = warm_start.b
+            duals = warm_start.info.get("duals")
+            rho = warm_start.info.get("rho")
+            if duals is not None and rho is not None and duals[0].shape == U1.shape and duals[1].shape == U2.shape:
+                s = warm_start.info.get("s", 1.0)
+                U1[:] = duals[0] * self.c / rho
+                U2[:] = duals[1] / (rho * s)
+            else:
+                rho = None
+        elif warm_start is not None:
+            W[: self.N] = check_weights(warm_start, self.N, M, "warm_start", dtype=dt)
+        Z = np.ascontiguousarray(self.X @ W)
+        return W, Z, W.copy(), U1, U2, rho
+
+    def solve(self, eps, warm_start, *, rho, tol, max_iter, alpha, check_every):
+        t0 = time.perf_counter()
+        eps_abs = self.radii(eps)
+        if not self.relu:
+            ls = self.ls_residual()
+            if np.any(ls > eps_abs * (1 + 1e-9) + 1e-300):
+                raise InfeasibleError(
+                    f"eps={eps:g} is below the least-squares residual: no (W, b) fits Y that closely; "
+                    f"the smallest feasible eps is {self.min_eps():.6g}"
+                )
+        W, Z, Q, U1, U2, rho_w = self.initial_state(warm_start)
+        rho0 = rho if rho is not None else (rho_w if rho_w is not None else 1.0)
+        s = 1.0
+        n_pen = self.N
+        it, code, rho_end, hist = K.admm(
+            self.Ur, self.S, self.Vr, self.X, self.Y, self.V, self.omega, eps_abs, self.mode, n_pen,
+            W, Z, Q, U1, U2, float(rho0), s, alpha, tol, max_iter, check_every, max_iter // 2, 1e-4,
+        )
+        status = _STATUS[code]
+        Wout = np.ascontiguousarray(Q[: self.N])
+        b = Q[self.N].copy() if self.intercept else None
+        R = self.X @ Q
+        exc, worst = K.violation(R, self.Y, self.V, self.omega, eps_abs, self.mode)
+        scale = self.ynorm_total / self.c if self.ynorm_total > 0 else 1.0
+        viol = float(np.sqrt(np.sum(exc**2)) / scale)
+        hviol = float(worst / scale) if self.relu else 0.0
+        if status == "max_iter":
+            warnings.warn(
+                f"nettrim stopped at max_iter={max_iter} before reaching tol={tol:g} "
+                f"(violation {max(viol, hviol):.2e})", ConvergenceWarning, stacklevel=3)
+        elif status == "infeasible":
+            warnings.warn("nettrim: the constraints admit no solution (primal infeasibility certificate)",
+                          ConvergenceWarning, stacklevel=3)
+        info = dict(
+            eps=float(eps), eps_abs=eps_abs * self.c, violation=viol, halfspace_violation=hviol,
+            sparsity=float(np.mean(Wout == 0)), rho=float(rho_end), s=s, rho_trace=hist[:, 2].copy(),
+            duals=(rho_end * U1 / self.c, rho_end * s * U2), scale=self.c,
+        )
+        history = dict(primal_residual=hist[:, 0].copy(), dual_residual=hist[:, 1].copy(),
+                       violation=hist[:, 3].copy())
+        return Result(W=Wout, b=b, status=status, objective=float(np.abs(Wout).astype(np.float64).sum()),
+                      iterations=int(it), time=time.perf_counter() - t0, history=history, info=info)
+
+
+def _solve_sparsity(prob, sparsity, warm_start, opts):
+    """Bisection on eps (warm-started) for at least the target fraction of zeros."""
+
+    def solve(t, warm):
+        if warm is not None and warm.status == "infeasible":
+            warm = None
+        res = prob.solve(t, warm if warm is not None else warm_start, **opts)
+        if res.status == "infeasible":  # no feasible W at this eps: count it as fully dense
+            res = replace(res, W=np.ones_like(res.W))
+        return res
+
+    lo = max(prob.min_eps() * (1 + 1e-6), 1e-4)
+    size = prob.N * prob.M
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res, t, trace = bisect_sparsity(solve, sparsity, lo, 1.0, count_tol=max(1, size // 200), max_solves=30)
+    return res, t, trace

@@ -1,0 +1,134 @@
+"""The ``layertrim`` command line, exercised through subprocesses as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("layertrim")
+BASE = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "layertrim.bindings.cli"]
+
+
+def cli(*args, cwd=None, timeout=300):
+    """Run ``layertrim ARGS``; return the completed process (text output)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([*BASE, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+def assert_user_error(proc, *fragments, code=1):
+    """Non-zero exit, exactly one line on stderr naming the problem, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment.lower() in lines[0].lower(), lines[0]
+
+
+# --- command structure -----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["", "demo", "prune", "bench", "verify"])
+def test_help(command):
+    proc = cli(*([command] if command else []), "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: layertrim {command}".rstrip() in proc.stdout
+
+
+def test_no_command_is_a_usage_error():
+    assert_user_error(cli(), "required", code=2)
+
+
+def test_unknown_method_is_one_line():
+    assert_user_error(cli("verify", "x.npz", "--method", "lassso", "--lam", "0.1"), "lassso", code=2)
+    assert_user_error(cli("prune", "m.pt", "--data", "d.npy", "--method", "sgd", "--sparsity", "0.5",
+                          "--out", "o.pt"), "sgd", code=2)
+
+
+# --- verify: error paths ---------------------------------------------------------------
+
+@pytest.fixture
+def problem(tmp_path, rng):
+    """A small linear layer problem ``Y = X W* + noise`` with a sparse ``W*``."""
+    X = rng.standard_normal((60, 8))
+    W = rng.standard_normal((8, 3)) * (rng.random((8, 3)) < 0.5)
+    Y = X @ W + 0.1 * rng.standard_normal((60, 3))
+    path = tmp_path / "layer.npz"
+    np.savez(path, X=X, Y=Y)
+    return path
+
+
+def test_verify_missing_file(tmp_path):
+    assert_user_error(cli("verify", tmp_path / "absent.npz", "--method", "lasso", "--lam", "0.1"),
+                      "absent.npz", "no such file")
+
+
+def test_verify_corrupt_file(tmp_path):
+    path = tmp_path / "corrupt.npz"
+    path.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    assert_user_error(cli("verify", path, "--method", "lasso", "--lam", "0.1"), "corrupt.npz", "not a readable")
+
+
+def test_verify_missing_array(tmp_path):
+    path = tmp_path / "onlyx.npz"
+    np.savez(path, X=np.ones((4, 2)))
+    assert_user_error(cli("verify", path, "--method", "lasso", "--lam", "0.1"), "missing Y")
+
+
+def test_verify_nan_data(tmp_path, rng):
+    X = rng.standard_normal((10, 3))
+    X[2, 1] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, X=X, Y=rng.standard_normal((10, 2)))
+    assert_user_error(cli("verify", path, "--method", "lasso", "--lam", "0.1"), "X contains 1 NaN")
+
+
+def test_verify_conflicting_parameters(problem):
+    assert_user_error(cli("verify", problem, "--method", "lasso", "--lam", "0.1", "--sparsity", "0.5"),
+                      "exactly one of lam")
+    assert_user_error(cli("verify", problem, "--method", "lasso", "--eps", "0.1"), "does not take --eps")
+
+
+def test_verbose_shows_traceback(tmp_path):
+    proc = cli("verify", tmp_path / "absent.npz", "--method", "lasso", "--lam", "0.1", "--verbose")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "no such file" in proc.stderr.strip().splitlines()[-1]
+
+
+# --- bench -----------------------------------------------------------------------------
+
+TABLE_SCRIPT = """
+import sys
+quick = "--quick" in sys.argv
+print("method  time")
+print(f"ours    {0.1 if quick else 1.0}")
+"""
+
+
+def test_bench_runs_scripts_and_passes_quick(tmp_path):
+    (tmp_path / "bench_alpha.py").write_text(TABLE_SCRIPT)
+    (tmp_path / "bench_beta.py").write_text("print('beta table')\n")
+    (tmp_path / "_helper.py").write_text("raise SystemExit(9)\n")
+    listing = cli("bench", "--list", "--dir", tmp_path)
+    assert listing.returncode == 0
+    assert [line.split()[0] for line in listing.stdout.splitlines()] == ["alpha", "beta"]
+    proc = cli("bench", "alpha", "bench_beta", "--quick", "--dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ours    0.1" in proc.stdout
+    assert "beta table" in proc.stdout and "no quick mode" in proc.stdout
+    proc = cli("bench", "alpha", "--dir", tmp_path)
+    assert "ours    1.0" in proc.stdout
+
+
+def test_bench_failures_and_bad_names(tmp_path):
+    (tmp_path / "bench_broken.py").write_text("raise SystemExit(4)\n")
+    proc = cli("bench", "--dir", tmp_path)
+    assert proc.returncode == 1
+    assert "FAILED (exit code 4)" in proc.stdout and "broken" in proc.stderr
+    assert_user_error(cli("bench", "nosuch", "--dir", tmp_path), "unknown benchmark 'nosuch'", "broken")
+    assert_user_error(cli("bench", "--dir", tmp_path / "absent"), "no benchmarks folder")

@@ -1,0 +1,99 @@
+"""GramStats / Quadratic: streaming statistics equal the one-shot ones."""
+import numpy as np
+import pytest
+
+from layertrim.solvers import EmptyDataError, GramStats, ShapeError
+from layertrim.solvers.gram import as_quadratic
+
+
+def data(rng, P=500, N=6, M=3, offset=0.0, dtype=np.float64):
+    X = rng.standard_normal((P, N)) + offset
+    Y = X @ rng.standard_normal((N, M)) + rng.standard_normal((P, M)) + offset
+    return X.astype(dtype), Y.astype(dtype)
+
+
+def one_shot(X, Y):
+    """Reference moments computed directly in float64."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    return X.T @ X, X.T @ Y, np.sum(Y * Y, axis=0), X.mean(0), Y.mean(0)
+
+
+def batched(X, Y, n=10):
+    stats = GramStats()
+    for Xb, Yb in zip(np.array_split(X, n), np.array_split(Y, n)):
+        stats.update(Xb, Yb)
+    return stats
+
+
+def test_ten_batches_equal_one_shot(rng):
+    X, Y = data(rng)
+    stats = batched(X, Y)
+    xtx, xty, yty, mx, my = one_shot(X, Y)
+    assert stats.n_samples == len(X) and stats.dtype == np.float64
+    # float64 sums of 500 O(1) products: agreement to ~1e-13 relative
+    np.testing.assert_allclose(stats.xtx(), xtx, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(stats.xty(), xty, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(stats.yty_diag(), yty, rtol=1e-12)
+    np.testing.assert_allclose(stats.x_mean, mx, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(stats.y_mean, my, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_large_means(rng):
+    # means of 1e4 with unit spread: naive uncentered sums in float32 would lose
+    # all significant digits of the covariance (1e8 vs 1); Chan's centered merge
+    # in float64 keeps them.
+    X, Y = data(rng, offset=1e4, dtype=np.float32)
+    stats = batched(X, Y)
+    assert stats.dtype == np.float32
+    Xd, Yd = X.astype(np.float64), Y.astype(np.float64)
+    Xc, Yc = Xd - Xd.mean(0), Yd - Yd.mean(0)
+    q = stats.quadratic(intercept=True)
+    P = len(X)
+    # the float32 samples are exact in float64: the centered moments agree to
+    # float64 rounding on O(P) terms of size 1 after cancelling means of 1e4
+    np.testing.assert_allclose(q.G, Xc.T @ Xc / P, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(q.C, Xc.T @ Yc / P, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(q.yy, np.sum(Yc * Yc, 0) / P, rtol=1e-9)
+    assert q.dtype == np.float32
+
+
+def test_merge_equals_update(rng):
+    X, Y = data(rng)
+    a, b = GramStats.from_arrays(X[:200], Y[:200]), GramStats.from_arrays(X[200:], Y[200:])
+    a.merge(b).merge(GramStats())
+    full = GramStats.from_arrays(X, Y)
+    np.testing.assert_allclose(a.Sxx, full.Sxx, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(a.Sxy, full.Sxy, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_quadratic_loss_gradient(rng, intercept):
+    X, Y = data(rng, offset=3.0)
+    q = batched(X, Y).quadratic(intercept)
+    W = rng.standard_normal((X.shape[1], Y.shape[1]))
+    b = q.intercept_for(W)
+    fit = X @ W - Y + (0.0 if b is None else b)
+    assert q.loss(W) == pytest.approx(np.sum(fit**2) / (2 * len(X)), rel=1e-10)
+    np.testing.assert_allclose(q.column_losses(W), np.sum(fit**2, 0) / (2 * len(X)), rtol=1e-10)
+    # gradient of the loss w.r.t. W at the optimal intercept (envelope theorem)
+    np.testing.assert_allclose(q.gradient(W), X.T @ fit / len(X), rtol=1e-9, atol=1e-9)
+    if intercept:
+        np.testing.assert_allclose(fit.mean(0), 0.0, atol=1e-9)  # b is optimal
+    assert q.lipschitz() == pytest.approx(np.linalg.eigvalsh(q.G)[-1], rel=1e-12)
+
+
+def test_errors(rng):
+    X, Y = data(rng)
+    stats = GramStats.from_arrays(X, Y)
+    with pytest.raises(ShapeError, match="features"):
+        stats.update(X[:, :3], Y)
+    with pytest.raises(ShapeError, match="different shapes"):
+        stats.merge(GramStats.from_arrays(X[:, :3], Y))
+    with pytest.raises(EmptyDataError, match="no samples"):
+        GramStats().quadratic()
+    with pytest.raises(EmptyDataError):
+        GramStats().update(X[:0], Y[:0])
+    with pytest.raises(ShapeError, match="Y is required"):
+        as_quadratic(X)
+    with pytest.raises(ShapeError, match="not both"):
+        as_quadratic(stats, Y)

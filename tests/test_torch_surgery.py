@@ -1,0 +1,146 @@
+"""Model surgery, FLOPs counting and the 3-D pruning loop of the torch binding."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from layertrim.bindings.torch import (  # noqa: E402
+    ResNet,
+    Resized,
+    count_flops,
+    prune_3d,
+    prune_depth,
+    prune_resolution,
+    prune_width,
+    resnet_flops_model,
+    three_d_prune,
+)
+from layertrim.solvers import ParameterError  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _randomized(model):
+    """Non-trivial BatchNorm statistics so that eval-mode outputs depend on them."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.weight.data.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return _randomized(ResNet(depths=(2, 2, 2), widths=(8, 16, 32)))
+
+
+@pytest.fixture
+def images():
+    return torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def test_flops_match_hand_count():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+    rep = count_flops(model, torch.zeros(3, 1, 28, 28))
+    conv = 4 * 28 * 28 * 9 + 4 * 28 * 28  # MACs + bias
+    hand = conv + 2 * 4 * 784 + 4 * 784 + 4 * 196 * 4 + 784 * 10 + 10
+    assert rep.flops == hand
+    assert rep.params == (4 * 9 + 4) + 2 * 4 + (784 * 10 + 10)
+    m1 = nn.Sequential(nn.Conv1d(2, 3, 5, stride=2, bias=False), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2))
+    # length 21 -> (21 - 5) // 2 + 1 = 9 outputs per channel
+    assert count_flops(m1, torch.zeros(1, 2, 21)).flops == 3 * 9 * 2 * 5 + 3 * 9 + (3 * 2 + 2)
+    with pytest.raises(ParameterError, match="GELU"):
+        count_flops(nn.Sequential(nn.Linear(3, 3), nn.GELU()), torch.zeros(1, 3))
+
+
+def test_resnet_flops_hand_count_and_model(net):
+    small = ResNet(depths=(1,), widths=(2,), num_classes=3)
+    rep = count_flops(small, torch.zeros(1, 1, 4, 4))
+    px = 16
+    hand = (2 * px * 9 + 2 * 2 * px + 2 * px) + 2 * (2 * px * 2 * 9 + 2 * 2 * px + 2 * px) + 2 * px + 2 * px + (2 * 3 + 3)
+    assert rep.flops == hand  # stem, two conv-bn-relu, residual add, pooling, classifier
+    fm = resnet_flops_model(net)
+    x = torch.zeros(1, 1, 28, 28)
+    assert fm.total == count_flops(net, x).flops
+    # exact where channel counts and feature maps divide evenly and whole stages' blocks go
+    for d, w in [(1, 0.5), (1, 0.25), (0, 1), (0, 0.5)]:
+        pruned = prune_3d(net, d, w, 1.0, data=x)
+        assert count_flops(pruned, x).flops == pytest.approx(fm(d, w, 1.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "bn", "lsq"])
+@pytest.mark.parametrize("dwr", [(0.5, 0.5, 0.5), (0.0, 0.75, 1.0), (1.0, 0.3, 0.8)])
+def test_surgery_keeps_forward_valid(net, images, criterion, dwr):
+    before = [p.clone() for p in net.parameters()]
+    pruned = prune_3d(net, *dwr, data=images, criterion=criterion)
+    out = pruned(images)
+    assert out.shape == (12, 10) and torch.isfinite(out).all()
+    assert count_flops(pruned, images[:1]).flops < count_flops(net, images[:1]).flops
+    assert sum(p.numel() for p in pruned.parameters()) <= sum(p.numel() for p in net.parameters())
+    pruned.train()
+    nn.functional.cross_entropy(pruned(images), torch.zeros(12, dtype=torch.long)).backward()
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # original untouched
+
+
+def test_iterative_pruning_reaches_the_same_sizes(net, images):
+    once = prune_width(net, 0.5)
+    twice = prune_width(prune_width(net, 0.75), 0.5)
+    assert [p.shape for p in once.parameters()] == [p.shape for p in twice.parameters()]
+
+
+@pytest.mark.parametrize("criterion", ["lsq", "bn"])
+def test_width_pruning_of_dead_channels_is_exact(net, images, criterion):
+    # half the inner channels of every block output relu(0 * z - 1) = 0: dead
+    for b in net.blocks():
+        dead = torch.arange(0, b.bn1.num_features, 2)
+        b.bn1.weight.data[dead] = 0.0
+        b.bn1.bias.data[dead] = -1.0
+    pruned = prune_width(net, 0.5, criterion=criterion, data=images, prune_stream=False)
+    assert all(b.conv1.out_channels == b.base_mid // 2 for b in pruned.blocks())
+    with torch.no_grad():
+        # float32 forward passes; the refit solves in float64 with a 1e-10 relative jitter
+        torch.testing.assert_close(pruned(images), net(images), rtol=1e-4, atol=1e-4)
+
+
+def test_removing_a_block_with_zero_residual_is_exact(net, images):
+    target = net.stages[1][1]
+    target.bn2.weight.data.zero_()
+    target.bn2.bias.data.zero_()
+    pruned = prune_depth(net, 0.75, images)  # 4 removable blocks -> keep 3
+    assert all(b is not target for b in pruned.blocks()) and len(pruned.blocks()) == 5
+    assert len(pruned.stages[1]) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(images), net(images), rtol=0, atol=1e-6)
+
+
+def test_resolution_wrapper(net, images):
+    small = prune_resolution(net, 0.5)
+    assert isinstance(small, Resized) and small.size == 14
+    seen = []
+    h = small.model.stem[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
+    small(images)
+    h.remove()
+    assert seen == [14]
+    assert prune_resolution(small, 1.0) is not small and not isinstance(prune_resolution(small, 1.0), Resized)
+    # interpolation is counted: 4 taps per output pixel
+    assert count_flops(small, images[:1]).flops == count_flops(small.model, images[:1, :, :14, :14]).flops + 4 * 196
+
+
+def test_three_d_prune_meets_budget_small():
+    torch.manual_seed(0)
+    model = ResNet(depths=(2, 1), widths=(4, 8)).eval()
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(48, 1, 12, 12, generator=g)
+    y = (X.mean(dim=(1, 2, 3)) > 0).long()
+    rep = three_d_prune(model, (X, y), (X, y), flops_budget=0.5, ratios=(0.75, 0.5), finetune_epochs=1,
+                        final_epochs=1, n_calibration=16, progress=False)
+    assert rep.flops / rep.base_flops <= 0.5
+    assert len(rep.samples) == 1 + 3 * 2 + 3
+    assert rep.model(X).shape == (48, 10)
+    assert "realized" in str(rep)
