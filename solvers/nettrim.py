@@ -27,7 +27,7 @@ _STATUS = {0: "optimal", 1: "max_iter", 2: "infeasible"}
 
 
 def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None, eps_mode="layer",
-            warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.6, check_every=10) -> Result:
+            warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.6, check_every=10, s=None) -> Result:
     """Prune a layer by Net-Trim: ``min ||W||_1`` subject to staying ``eps``-close to ``Y``.
 
     Solves ``min_{W,b} ||W||_1`` s.t. ``||(X W + 1 b^T - Y)_Omega||_F <= eps ||Y||_F``
@@ -118,7 +118,7 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
     if V is not None and not relu:
         raise ParameterError("V (upper bounds on Omega^c) applies only to relu=True")
     prob = _Problem(X, Y, relu=relu, intercept=intercept, V=V, eps_mode=eps_mode)
-    opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every)
+    opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every, s=s)
     if eps is not None:
         eps = check_scalar(eps, "eps", low=0.0)
         res = prob.solve(eps, warm_start, **opts)
@@ -211,7 +211,7 @@ class _Problem:
         Z = np.ascontiguousarray(self.X @ W)
         return W, Z, W.copy(), U1, U2, rho
 
-    def solve(self, eps, warm_start, *, rho, tol, max_iter, alpha, check_every):
+    def solve(self, eps, warm_start, *, rho, tol, max_iter, alpha, check_every, s):
         t0 = time.perf_counter()
         eps_abs = self.radii(eps)
         if not self.relu:
@@ -223,7 +223,7 @@ class _Problem:
                 )
         W, Z, Q, U1, U2, rho_w = self.initial_state(warm_start)
         rho0 = rho if rho is not None else (rho_w if rho_w is not None else 1.0)
-        s = 1.0
+        s = 1.0 if s is None else s
         n_pen = self.N
         it, code, rho_end, hist = K.admm(
             self.Ur, self.S, self.Vr, self.X, self.Y, self.V, self.omega, eps_abs, self.mode, n_pen,

@@ -111,7 +111,7 @@ def _zero_fraction(params) -> float:
     if total == 0:
         return 0.0
     nonzero = sum(int(torch.count_nonzero(p.detach())) for p in params)
-    return 1.0 - nonzero / total
+    return (total - nonzero) / total
 
 
 class SparsityLogger:

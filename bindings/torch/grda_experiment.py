@@ -111,3 +111,24 @@ def interpolation_losses(model_a: nn.Module, model_b: nn.Module, X, y, ts) -> np
             probe.load_state_dict({k: torch.lerp(sa[k], sb[k], float(t)) for k in sa})
             out.append(loss_fn(probe(X), y).item())
     return np.asarray(out)
+
+
+def random_direction(model: nn.Module, distance: float, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` moved by ``distance`` (Euclidean, over all parameters)
+    along a uniformly random direction: the control for :func:`interpolation_losses`."""
+    gen = torch.Generator().manual_seed(seed)
+    moved = copy.deepcopy(model)
+    params = list(moved.parameters())
+    steps = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+    norm = torch.sqrt(sum((s**2).sum() for s in steps))
+    with torch.no_grad():
+        for p, s in zip(params, steps):
+            p.add_(s.to(p.device), alpha=float(distance / norm))
+    return moved
+
+
+def parameter_distance(model_a: nn.Module, model_b: nn.Module) -> float:
+    """Euclidean distance between two models' parameters."""
+    with torch.no_grad():
+        sq = sum(((pa - pb) ** 2).sum() for pa, pb in zip(model_a.parameters(), model_b.parameters()))
+        return float(torch.sqrt(sq))

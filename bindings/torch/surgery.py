@@ -179,6 +179,7 @@ def _conv(conv: nn.Conv2d, out_idx=None, in_idx=None, weight=None) -> nn.Conv2d:
 def _bn(bn: nn.BatchNorm2d, idx) -> nn.BatchNorm2d:
     """A copy of ``bn`` restricted to channels ``idx``."""
     new = nn.BatchNorm2d(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    new.train(bn.training)
     if bn.affine:
         new.weight.data.copy_(bn.weight.detach()[idx])
         new.bias.data.copy_(bn.bias.detach()[idx])
