@@ -30,4 +30,5 @@ from .projection import project
 from .refit import refit
 from .iht import iht
 from .magnitude import magnitude
+from .permutation import nm_permutation
 # --- end of solver exports ----------------------------------------------------

@@ -7,9 +7,10 @@ import warnings
 
 import numpy as np
 
-from .errors import ConvergenceWarning
+from .errors import ConvergenceWarning, ParameterError
 from .gram import Quadratic, as_quadratic
 from .patterns import Pattern, parse_pattern
+from .permutation import inverse_permutation, nm_permutation, permute_inputs
 from .projection import support_mask
 from .refit import RCOND, _psd_solve, refit_quadratic
 from .result import Result
@@ -48,12 +49,9 @@ def jacobi_scaling(q: Quadratic):
     return inv_d, sqrt_d, L_D
 
 
-def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0=None) -> np.ndarray:
+def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0: np.ndarray) -> np.ndarray:
     """The better of two refits: on the projection of ``W0`` by ``|W0|`` (magnitude)
-    and by ``sqrt(d_i) |W0_ij|`` (the ``D``-norm projection, Wanda-like scores).
-    ``W0`` defaults to the dense least-squares solution."""
-    if W0 is None:
-        W0, _ = _psd_solve(q.G, q.C)
+    and by ``sqrt(d_i) |W0_ij|`` (the ``D``-norm projection, Wanda-like scores)."""
     best, best_loss = None, np.inf
     for scores in (np.abs(W0), sqrt_d[:, None] * np.abs(W0)):
         W, _ = refit_quadratic(q, support_mask(scores, pattern, sparsity))
@@ -74,6 +72,7 @@ def iht(
     max_iter: int = 300,
     tol: float = 1e-6,
     refit: bool = True,
+    permute: bool = False,
 ) -> Result:
     """Sparse least squares under a pattern by accelerated iterative hard thresholding.
 
@@ -105,13 +104,25 @@ def iht(
         ``tol`` times its value in one iteration.
     refit : bool
         Finish with least squares on the final support.
+    permute : bool
+        For N:M patterns only: first reorder the inputs by
+        :func:`nm_permutation` with scores ``sqrt(G_ii) |W0_ij|`` (``W0`` as
+        above, or the dense least-squares solution), then solve in that order.
+        The returned ``W`` is in the original input order, and
+        ``info["permutation"]`` is the order ``perm`` in which the pattern
+        holds: ``W[perm]`` is N:M in consecutive groups, and
+        ``X[:, perm] @ W[perm] == X @ W``. To store the layer as N:M, reorder
+        its inputs by ``perm`` (the previous layer's output channels, i.e. its
+        weight's output dimension and its bias, or the input features) and
+        keep ``W[perm]``.
 
     Returns
     -------
     Result
         ``objective`` is the loss; ``history["objective"]`` the loss after each
         iteration; ``info`` holds ``loss_start``, ``loss_iht`` (before the
-        final refit), ``restarts``, ``lipschitz`` (``L``), ``pattern``, ``sparsity``.
+        final refit), ``restarts``, ``lipschitz`` (``L``), ``pattern``, ``sparsity``
+        and, with ``permute``, ``permutation``.
 
     Notes
     -----
@@ -144,10 +155,18 @@ def iht(
     q = as_quadratic(X, Y, intercept=intercept)
     N, M = q.n_features, q.n_outputs
     pat.check_shape(N, M)
+    if permute and pat.kind != "n:m":
+        raise ParameterError(f"permute=True needs an N:M pattern such as '2:4', got {pat}")
     if W0 is not None:
         W0 = check_weights(W0, N, M, name="W0", dtype=np.float64)
+    else:
+        W0, _ = _psd_solve(q.G, q.C)
 
     inv_d, sqrt_d, L_D = jacobi_scaling(q)
+    q_orig, perm = q, None
+    if permute:
+        perm = nm_permutation(sqrt_d[:, None] * np.abs(W0), pat)
+        q, W0, inv_d, sqrt_d = permute_inputs(q, perm), W0[perm], inv_d[perm], sqrt_d[perm]
     W = initial_weights(q, pat, s, sqrt_d, W0)
     GW = q.G @ W
     f = f_start = _loss(q, W, GW)
@@ -188,7 +207,18 @@ def iht(
             ConvergenceWarning,
             stacklevel=2,
         )
-    b = q.intercept_for(W)
+    info = {
+        "loss_start": f_start,
+        "loss_iht": loss_iht,
+        "restarts": restarts,
+        "lipschitz": L_D,
+        "pattern": str(pat),
+        "sparsity": float(np.mean(W == 0)),
+    }
+    if perm is not None:
+        W = W[inverse_permutation(perm)]
+        info["permutation"] = perm
+    b = q_orig.intercept_for(W)
     return Result(
         W=W.astype(q.dtype),
         b=None if b is None else b.astype(q.dtype),
@@ -197,12 +227,5 @@ def iht(
         iterations=len(history),
         time=time.perf_counter() - start,
         history={"objective": np.asarray(history)},
-        info={
-            "loss_start": f_start,
-            "loss_iht": loss_iht,
-            "restarts": restarts,
-            "lipschitz": L_D,
-            "pattern": str(pat),
-            "sparsity": float(np.mean(W == 0)),
-        },
+        info=info,
     )

@@ -15,7 +15,7 @@ from .cd_kernels import bcd_rows, cd_columns, column_working_sets
 from .duality import column_gaps, group_gap, relative_gap
 
 #: smallest working set per output (l1) or in rows (group)
-P0 = 10
+P0 = 50
 #: a restricted problem that leaves violators out is solved to this fraction of
 #: the current full gap; one holding every violator is solved to the final tolerance
 INNER_FRACTION = 0.3

@@ -8,6 +8,7 @@ import numpy as np
 from .errors import ParameterError, ShapeError
 from .gram import as_quadratic
 from .patterns import parse_pattern
+from .permutation import inverse_permutation, nm_permutation
 from .projection import check_scores, support_mask
 from .refit import refit_quadratic
 from .result import Result
@@ -26,6 +27,7 @@ def magnitude(
     b=None,
     intercept: bool = True,
     ridge: float = 0.0,
+    permute: bool = False,
 ) -> Result:
     """Hard thresholding of trained weights: ``W_T = project(W)``, then optionally refit on ``T``.
 
@@ -52,11 +54,20 @@ def magnitude(
         Whether the layer has a bias.
     ridge : float >= 0
         Ridge of the refit.
+    permute : bool
+        For N:M patterns only: choose the groups after reordering the inputs by
+        :func:`nm_permutation` of the scores. ``W`` stays in the original
+        input order; ``info["permutation"]`` is the order ``perm`` in which
+        the pattern holds (``W[perm]`` is N:M in consecutive groups,
+        ``X[:, perm] @ W[perm] == X @ W``). To store the layer as N:M, reorder
+        its inputs by ``perm`` (the previous layer's output channels, or the
+        input features) and keep ``W[perm]``.
 
     Returns
     -------
     Result
-        ``info`` holds ``mask``, ``pattern``, ``sparsity`` and, with data, ``loss``.
+        ``info`` holds ``mask``, ``pattern``, ``sparsity``, with data ``loss``,
+        with ``permute`` ``permutation``.
     """
     start = time.perf_counter()
     W = check_array(W, "W")
@@ -64,9 +75,17 @@ def magnitude(
     pat = parse_pattern(pattern)
     s = pat.resolve_sparsity(sparsity)
     S = np.abs(W) if scores is None else check_scores(scores, W.shape, W.dtype)
-    mask = support_mask(S, pat, s)
+    info = {"pattern": str(pat)}
+    if permute:
+        if pat.kind != "n:m":
+            raise ParameterError(f"permute=True needs an N:M pattern such as '2:4', got {pat}")
+        perm = nm_permutation(S, pat)
+        mask = support_mask(S[perm], pat, s)[inverse_permutation(perm)]
+        info["permutation"] = perm
+    else:
+        mask = support_mask(S, pat, s)
     Wp = np.where(mask, W, W.dtype.type(0))
-    info = {"mask": mask, "pattern": str(pat), "sparsity": float(np.mean(~mask))}
+    info.update(mask=mask, sparsity=float(np.mean(~mask)))
     if X is None:
         if refit or Y is not None:
             raise ParameterError("refit and Y need layer data X (samples or GramStats)")

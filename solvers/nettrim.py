@@ -27,7 +27,7 @@ _STATUS = {0: "optimal", 1: "max_iter", 2: "infeasible"}
 
 
 def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None, eps_mode="layer",
-            warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.6, check_every=10, s=None) -> Result:
+            warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.6, check_every=10, penalty_ratio=None) -> Result:
     """Prune a layer by Net-Trim: ``min ||W||_1`` subject to staying ``eps``-close to ``Y``.
 
     Solves ``min_{W,b} ||W||_1`` s.t. ``||(X W + 1 b^T - Y)_Omega||_F <= eps ||Y||_F``
@@ -69,6 +69,11 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
         Over-relaxation parameter.
     check_every : int
         Iterations between the (more expensive) convergence checks.
+    penalty_ratio : float > 0, optional
+        Ratio ``s`` of the penalty on ``Q = W`` to the penalty on ``Z = X W``
+        (X scaled to unit spectral norm); default: the median squared
+        singular value of the scaled ``X``, which balances the two splits
+        on ill-conditioned data such as image pixels.
 
     Returns
     -------
@@ -115,10 +120,12 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
     alpha = check_scalar(alpha, "alpha", low=0.0, high=2.0, low_open=True, high_open=True)
     if rho is not None:
         rho = check_scalar(rho, "rho", low=0.0, low_open=True)
+    if penalty_ratio is not None:
+        penalty_ratio = check_scalar(penalty_ratio, "penalty_ratio", low=0.0, low_open=True)
     if V is not None and not relu:
         raise ParameterError("V (upper bounds on Omega^c) applies only to relu=True")
     prob = _Problem(X, Y, relu=relu, intercept=intercept, V=V, eps_mode=eps_mode)
-    opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every, s=s)
+    opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every, s=penalty_ratio)
     if eps is not None:
         eps = check_scalar(eps, "eps", low=0.0)
         res = prob.solve(eps, warm_start, **opts)
@@ -143,6 +150,7 @@ class _Problem:
         self.c = float(S[0]) if S[0] > 0 else 1.0
         keep = S > S[0] * max(Xa.shape) * np.finfo(X.dtype).eps
         self.S = np.ascontiguousarray(S[keep] / self.c)
+        self.default_ratio = float(np.median(self.S.astype(np.float64) ** 2))
         self.Ur = np.ascontiguousarray(Ur[:, keep])
         self.Vr = np.ascontiguousarray(VrT[keep].T)
         self.X = np.ascontiguousarray(Xa / X.dtype.type(self.c))
@@ -223,7 +231,7 @@ class _Problem:
                 )
         W, Z, Q, U1, U2, rho_w = self.initial_state(warm_start)
         rho0 = rho if rho is not None else (rho_w if rho_w is not None else 1.0)
-        s = 1.0 if s is None else s
+        s = self.default_ratio if s is None else s
         n_pen = self.N
         it, code, rho_end, hist = K.admm(
             self.Ur, self.S, self.Vr, self.X, self.Y, self.V, self.omega, eps_abs, self.mode, n_pen,

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from math import comb
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import lsq_linear, minimize
 
 from .errors import InfeasibleError, ParameterError, ShapeError
 from .validation import check_array, check_choice, check_scalar, result_dtype
@@ -88,6 +89,8 @@ class AccuracyModel:
         The ridge weight used in the fit.
     residual : float
         Root-mean-square fit residual on the samples.
+    monotone : bool
+        Fitted with the shape constraint (nondecreasing in each ratio).
     """
 
     exponents: np.ndarray
@@ -96,6 +99,7 @@ class AccuracyModel:
     degree: int
     ridge: float
     residual: float
+    monotone: bool = False
 
     def __call__(self, d, w, r):
         """Predicted accuracy, broadcasting over ``d``, ``w``, ``r``."""
@@ -133,7 +137,22 @@ class AccuracyModel:
         return np.abs(self.coef.astype(np.float64)) @ self.exponents.astype(np.float64)
 
 
-def fit_accuracy_model(points, accuracy, *, form: str = "specialized", degree: int = 2, ridge: float = 1e-6) -> AccuracyModel:
+def _shortfall_to_monomials(exponents: np.ndarray) -> np.ndarray:
+    """Matrix ``T`` with ``prod_a (1 - x_a)^{e_{m,a}} = sum_n T[m, n] prod_a x_a^{e_{n,a}}``.
+
+    The exponent set must be closed under lowering any exponent (both forms
+    are), so the binomial expansion of every shortfall monomial stays in it.
+    """
+    index = {tuple(e): n for n, e in enumerate(exponents.tolist())}
+    T = np.zeros((len(exponents), len(exponents)))
+    for m, e in enumerate(exponents.tolist()):
+        for k in itertools.product(*(range(p + 1) for p in e)):
+            T[m, index[k]] += np.prod([comb(p, q) * (-1.0) ** q for p, q in zip(e, k)])
+    return T
+
+
+def fit_accuracy_model(points, accuracy, *, form: str = "specialized", degree: int = 2, ridge: float = 1e-6,
+                       monotone: bool = False) -> AccuracyModel:
     """Fit ``acc(d, w, r)`` to measured samples by ridge-regularized least squares.
 
     Solves ``min_c ||Phi c - a||^2 + ridge * n * ||c_{-0}||^2`` where ``Phi``
@@ -142,6 +161,24 @@ def fit_accuracy_model(points, accuracy, *, form: str = "specialized", degree: i
     The ridge term makes the fit unique when the samples do not identify every
     monomial (e.g. interactions from samples on the axes only) and picks the
     smallest such coefficients.
+
+    With ``monotone=True`` the same monomials are written in the shortfalls
+    ``u = 1 - (d, w, r)`` (how much of each dimension was pruned),
+
+        acc = beta_0 - sum_{m != 0} beta_m  u_d^{i_m} u_w^{j_m} u_r^{k_m},   beta_m >= 0,
+
+    and the bound-constrained least-squares problem (same ridge on
+    ``beta_{-0}``) is solved with :func:`scipy.optimize.lsq_linear`. Every
+    basis term ``-u^e`` has partial derivative ``e_a u_a^{e_a - 1} prod_{b != a}
+    u_b^{e_b} >= 0`` in ``x_a`` on the unit box and second derivative
+    ``-e_a (e_a - 1) (...) <= 0``, so the fitted accuracy is nondecreasing in
+    each ratio and concave along each axis on ``[0, 1]^3`` and never exceeds
+    ``beta_0 = acc(1, 1, 1)``: pruning can only cost accuracy, with growing
+    marginal cost, and the model cannot extrapolate to accuracies above the
+    unpruned network's. Interactions ``u_a u_b`` with ``beta >= 0`` say that
+    pruning two dimensions together costs at least the sum of the two costs
+    at first order. The coefficients are expanded back into monomials of
+    ``(d, w, r)``.
 
     Parameters
     ----------
@@ -152,6 +189,8 @@ def fit_accuracy_model(points, accuracy, *, form: str = "specialized", degree: i
     degree : int
         Highest power per variable.
     ridge : float >= 0
+    monotone : bool
+        Constrain the fit to be nondecreasing in each ratio (see above).
 
     Returns
     -------
@@ -169,16 +208,24 @@ def fit_accuracy_model(points, accuracy, *, form: str = "specialized", degree: i
         raise ParameterError("points must be ratios in [0, 1]")
     ridge = check_scalar(ridge, "ridge", low=0.0)
     exps = monomial_exponents(form, degree)
-    Phi = _design(P.astype(np.float64), exps)
-    n, k = Phi.shape
+    X64, a64 = P.astype(np.float64), a.astype(np.float64)
+    n, k = X64.shape[0], len(exps)
     if ridge == 0.0 and n < k:
         raise ParameterError(f"{n} samples cannot determine {k} coefficients without ridge > 0")
     penalty = np.sqrt(ridge * n) * np.eye(k)[1:]
-    A = np.vstack([Phi, penalty])
-    rhs = np.concatenate([a.astype(np.float64), np.zeros(k - 1)])
-    coef, *_ = np.linalg.lstsq(A, rhs, rcond=None)
-    rms = float(np.sqrt(np.mean((Phi @ coef - a) ** 2)))
-    return AccuracyModel(exps, coef.astype(dtype), form, int(degree), ridge, rms)
+    rhs = np.concatenate([a64, np.zeros(k - 1)])
+    if monotone:
+        basis = _design(1.0 - X64, exps)
+        basis[:, 1:] *= -1.0
+        lower = np.r_[-np.inf, np.zeros(k - 1)]
+        beta = lsq_linear(np.vstack([basis, penalty]), rhs, bounds=(lower, np.inf), method="bvls",
+                          tol=1e-12).x
+        beta[1:] *= -1.0
+        coef = beta @ _shortfall_to_monomials(exps)
+    else:
+        coef, *_ = np.linalg.lstsq(np.vstack([_design(X64, exps), penalty]), rhs, rcond=None)
+    rms = float(np.sqrt(np.mean((_design(X64, exps) @ coef - a64) ** 2)))
+    return AccuracyModel(exps, coef.astype(dtype), form, int(degree), ridge, rms, bool(monotone))
 
 
 @dataclass(frozen=True)

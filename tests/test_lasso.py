@@ -206,3 +206,44 @@ def test_one_dimensional_target():
     X, Y = make_instance("random", seed=9, M=1)
     res = lasso(X, Y[:, 0], lam=0.1 * lam_max(X, Y))
     assert res.W.shape == (X.shape[1], 1) and res.b.shape == (1,)
+
+
+@pytest.mark.parametrize("penalty", PENALTIES)
+def test_dual_value_bounds_optimum_anywhere(penalty):
+    # weak duality at arbitrary (non-optimal) W: D(Theta(W)) <= P* <= P(W)
+    from layertrim.solvers.duality import gap
+    from layertrim.solvers.gram import as_quadratic
+    from layertrim.solvers.lasso import _weights
+
+    X, Y = make_instance("random", seed=10)
+    lam = 0.1 * lam_max(X, Y, penalty=penalty)
+    _, _, ref_obj = reference.lasso(X, Y, lam, penalty=penalty)
+    q = as_quadratic(X, Y)
+    lam1, lam2, group = _weights(penalty, lam, 0.5)
+    rng = np.random.default_rng(11)
+    for scale in (0.0, 0.01, 0.3, 3.0):
+        W = scale * rng.standard_normal(q.C.shape)
+        primal, dual = gap(W, q.G @ W, q.C, q.yy, lam1, lam2, group)
+        assert primal == pytest.approx(objective(X, Y, W, q.intercept_for(W), lam, penalty), rel=1e-10)
+        assert dual <= ref_obj * (1 + 1e-9) and ref_obj <= primal * (1 + 1e-9)
+
+
+def test_kernel_linear_algebra():
+    from layertrim.solvers.cd_kernels import anderson_weights, cholesky_solve
+
+    rng = np.random.default_rng(12)
+    B = rng.standard_normal((8, 6))
+    A = B.T @ B + 0.1 * np.eye(6)
+    rhs = rng.standard_normal(6)
+    ok, x = cholesky_solve(A.copy(), rhs)
+    assert ok
+    np.testing.assert_allclose(x, np.linalg.solve(A, rhs), rtol=1e-10)
+    ok, _ = cholesky_solve(np.outer(rhs, rhs), rhs)  # rank one: singular
+    assert not ok
+    U = rng.standard_normal((4, 10))
+    ok, c = anderson_weights(U)
+    # reference: min ||U^T c|| s.t. sum(c) = 1 via the KKT system
+    kkt = np.block([[U @ U.T, np.ones((4, 1))], [np.ones((1, 4)), np.zeros((1, 1))]])
+    expect = np.linalg.solve(kkt, np.r_[np.zeros(4), 1.0])[:4]
+    assert ok and c.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(c, expect, rtol=1e-8, atol=1e-10)

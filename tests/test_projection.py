@@ -89,7 +89,7 @@ def test_tie_rule_lower_index_wins():
     np.testing.assert_array_equal(mask[:, 0], [1, 1, 0, 0])
     _, mask = project(W, pattern="2:4")
     np.testing.assert_array_equal(mask[:, 1], [1, 1, 0, 0])
-    _, mask = project(np.ones((16, 1)), pattern="4:8")  # above SMALL_GROUP? no: the small-group path
+    _, mask = project(np.ones((16, 1)), pattern="4:8")  # small groups: the arg-max path
     np.testing.assert_array_equal(mask[:, 0], [1] * 4 + [0] * 4 + [1] * 4 + [0] * 4)
     _, mask = project(np.ones((40, 1)), pattern="per_output", sparsity=0.5)  # partition path
     np.testing.assert_array_equal(mask[:, 0], [1] * 20 + [0] * 20)

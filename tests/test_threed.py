@@ -43,6 +43,77 @@ def test_fit_recovers_known_polynomial(rng, form, degree, dtype):
                                atol=tol * 10, rtol=0)
 
 
+def _shortfall_poly(exps, beta, pts):
+    """Independent evaluation of ``beta_0 - sum_m beta_m prod (1 - x)^e``."""
+    u = 1.0 - np.asarray(pts, dtype=np.float64)
+    return beta[0] - sum(b * u[:, 0] ** i * u[:, 1] ** j * u[:, 2] ** k for b, (i, j, k) in zip(beta[1:], exps[1:]))
+
+
+@pytest.mark.parametrize("form,degree", [("specialized", 2), ("specialized", 3), ("full", 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_monotone_fit_recovers_known_monotone_polynomial(rng, form, degree, dtype):
+    exps = monomial_exponents(form, degree)
+    beta = np.r_[0.97, rng.uniform(0, 0.3, len(exps) - 1)]
+    beta[1 + rng.choice(len(exps) - 1, size=2, replace=False)] = 0.0  # active bounds
+    pts = rng.uniform(0.2, 1.0, size=(4 * len(exps), 3))
+    acc = _shortfall_poly(exps, beta, pts)
+    model = fit_accuracy_model(pts.astype(dtype), acc.astype(dtype), form=form, degree=degree, ridge=0.0,
+                               monotone=True)
+    assert model.coef.dtype == dtype and model.monotone
+    # same conditioning argument as the unconstrained recovery test above
+    tol = 1e-7 if dtype == np.float64 else 5e-2
+    test = rng.uniform(0.2, 1.0, size=(50, 3))
+    np.testing.assert_allclose(model(test[:, 0], test[:, 1], test[:, 2]), _shortfall_poly(exps, beta, test),
+                               atol=tol * 10, rtol=0)
+    free = fit_accuracy_model(pts, acc, form=form, degree=degree, ridge=0.0)
+    np.testing.assert_allclose(model.coef.astype(np.float64), free.coef, atol=tol * 10)
+
+
+@pytest.mark.parametrize("form", ["specialized", "full"])
+def test_monotone_fit_respects_the_shape_and_matches_cvxpy(rng, form):
+    cp = pytest.importorskip("cvxpy")
+    from layertrim.solvers.reference._cvxpy import solve
+
+    exps = monomial_exponents(form, 2)
+    # noisy samples of a function that *decreases* in d near d = 1 and exceeds the
+    # unpruned accuracy there: the unconstrained fit follows it, the monotone one cannot
+    pts = rng.uniform(0.25, 1.0, size=(30, 3))
+    acc = 0.9 - 0.4 * (pts[:, 0] - 0.7) ** 2 - 0.3 * (1 - pts[:, 1]) ** 2 + 0.02 * rng.standard_normal(30)
+    ridge = 1e-4
+    model = fit_accuracy_model(pts, acc, form=form, ridge=ridge, monotone=True)
+    free = fit_accuracy_model(pts, acc, form=form, ridge=ridge)
+    box = rng.uniform(0.0, 1.0, size=(300, 3))
+    grads = np.array([model.gradient(x) for x in box])
+    assert grads.min() >= -1e-9  # nonnegative partial derivatives on the whole box
+    assert np.min([free.gradient(x)[0] for x in box]) < -0.05  # the unconstrained fit is not monotone
+    assert np.all(model(box[:, 0], box[:, 1], box[:, 2]) <= float(model(1, 1, 1)) + 1e-12)
+    # independent reference: the same bound-constrained least squares in cvxpy (Clarabel)
+    u = 1.0 - pts
+    basis = np.c_[np.ones(30), -np.stack([np.prod(u**e, axis=1) for e in exps[1:]], axis=1)]
+    beta = cp.Variable(len(exps))
+    obj = cp.sum_squares(basis @ beta - acc) + ridge * 30 * cp.sum_squares(beta[1:])
+    ref = solve(cp.Problem(cp.Minimize(obj), [beta[1:] >= 0]))
+    mine = float(np.sum((model(*pts.T) - acc) ** 2))
+    # both solvers stop at ~1e-9 relative accuracy; the ridge term is added from the
+    # reference's own coefficients to compare the full objectives
+    pred_ref = basis @ beta.value
+    np.testing.assert_allclose(model(*pts.T), pred_ref, atol=1e-5)
+    assert mine + ridge * 30 * np.sum(np.clip(beta.value[1:], 0, None) ** 2) == pytest.approx(ref, rel=1e-5)
+
+
+def test_monotone_model_puts_the_optimum_on_the_budget_surface(rng):
+    pts = rng.uniform(0.2, 1.0, size=(40, 3))
+    u = 1 - pts
+    acc = 0.95 - 0.1 * u[:, 0] - 0.3 * u[:, 1] ** 2 - 0.2 * u[:, 2] ** 2 - 0.1 * u[:, 0] * u[:, 1]
+    model = fit_accuracy_model(pts, acc, monotone=True)
+    fm = FlopsModel(np.array([0.1, 0.9]), np.array([[0, 1, 0], [1, 2, 2]]))
+    for budget in (0.3, 0.5, 0.7):
+        opt = maximize_accuracy(model, fm, budget, lower=0.2)
+        # accuracy is nondecreasing in every ratio, so the budget binds at the maximum
+        assert opt.flops == pytest.approx(budget, rel=1e-6)
+        assert opt.accuracy <= float(model(1, 1, 1))
+
+
 def test_monomial_counts():
     assert len(monomial_exponents("full", 2)) == 27
     assert len(monomial_exponents("specialized", 2)) == 10

@@ -261,12 +261,29 @@ def test_experiment_helpers_on_a_small_subset():
     assert losses[0] == pytest.approx(ends[0], rel=1e-6) and losses[2] == pytest.approx(ends[1], rel=1e-6)
 
 
-def test_random_direction_has_the_requested_distance():
-    from layertrim.bindings.torch.grda_experiment import parameter_distance, random_direction
+def test_parameter_distance():
+    from layertrim.bindings.torch.grda_experiment import parameter_distance
 
-    model = small_model()
-    moved = random_direction(model, 2.5, seed=3)
-    # float64 parameters: the distance is exact to rounding
-    assert parameter_distance(model, moved) == pytest.approx(2.5, rel=1e-12)
-    assert parameter_distance(model, random_direction(model, 2.5, seed=3)) == pytest.approx(2.5, rel=1e-12)
-    assert parameter_distance(moved, random_direction(model, 2.5, seed=4)) > 0
+    a, b = small_model(seed=0), small_model(seed=1)
+    flat = [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in (a, b)]
+    assert parameter_distance(a, b) == pytest.approx(float(torch.linalg.norm(flat[0] - flat[1])), rel=1e-12)
+    assert parameter_distance(a, a) == 0.0
+
+
+def test_magnitude_pruned_like_copies_layer_sparsity():
+    from layertrim.bindings.torch import sparsity
+    from layertrim.bindings.torch.grda_experiment import magnitude_pruned_like
+
+    dense = small_model(seed=0)
+    sparse = small_model(seed=1)
+    opt = GRDA(sparse.parameters(), lr=0.1, c=0.3, mu=0.7)
+    train_steps(sparse, opt, 5)
+    pruned = magnitude_pruned_like(dense, sparse)
+    for name, count in sparsity(sparse).layers.items():
+        assert sparsity(pruned).layers[name].zeros == count.zeros
+    for (name, p), q in zip(pruned.named_parameters(), dense.parameters()):
+        kept = p != 0
+        assert torch.equal(p[kept], q[kept])
+        if name.endswith("weight") and (~kept).any():
+            # every dropped magnitude is at most every kept one
+            assert q[~kept].abs().max() <= q[kept].abs().min()

@@ -14,9 +14,10 @@ from layertrim.bindings.torch import (  # noqa: E402
     prune_resolution,
     prune_width,
     resnet_flops_model,
+    single_axis_prune,
     three_d_prune,
 )
-from layertrim.solvers import ParameterError  # noqa: E402
+from layertrim.solvers import ParameterError, ShapeError  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -141,6 +142,31 @@ def test_three_d_prune_meets_budget_small():
     rep = three_d_prune(model, (X, y), (X, y), flops_budget=0.5, ratios=(0.75, 0.5), finetune_epochs=1,
                         final_epochs=1, n_calibration=16, progress=False)
     assert rep.flops / rep.base_flops <= 0.5
-    assert len(rep.samples) == 1 + 3 * 2 + 3
+    assert len(rep.samples) == 1 + 3 * 2 + 4 + 1  # original, trajectories, budget surface, refinement
     assert rep.model(X).shape == (48, 10)
     assert "realized" in str(rep)
+
+
+def test_per_stage_width_ratios(net, images):
+    pruned = prune_width(net, (0.5, 0.75, 0.25))
+    assert [s[0].bn2.num_features for s in pruned.stages] == [4, 12, 8]
+    assert [b.conv1.out_channels for b in pruned.blocks()] == [4, 4, 12, 12, 8, 8]
+    assert pruned(images).shape == (12, 10)
+    with pytest.raises(ShapeError, match="per stage"):
+        prune_width(net, (0.5, 0.5))
+
+
+def test_width_baseline_uses_the_budget_best():
+    from layertrim.bindings.torch.threed import _width_candidates
+
+    torch.manual_seed(0)
+    net = _randomized(ResNet(depths=(2, 1), widths=(4, 8)))
+    images = torch.randn(4, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    base = count_flops(net, images[:1]).flops
+    _, ratio, frac = single_axis_prune(net, "width", 0.5, (images, torch.zeros(4, dtype=torch.long)), epochs=0)
+    # brute force over the same near-uniform per-stage candidates
+    fracs = [count_flops(prune_width(net, c), images[:1]).flops / base for c in _width_candidates(net)]
+    assert frac == max(f for f in fracs if f <= 0.5)
+    # at least as close to the budget as the best uniform ratio
+    uniform = [count_flops(prune_width(net, k / 8), images[:1]).flops / base for k in range(1, 9)]
+    assert max(f for f in uniform if f <= 0.5) <= frac <= 0.5

@@ -5,6 +5,7 @@ from .threads import limit_threads
 
 # --- binding exports: one line per module --------------------------------------
 from .grda import GRDA, SparsityLogger
+from .allocation import erk_sparsity
 from .capture import LayerData, capture, find_layers, relu_layers
 from .finetune import fine_tune
 from .masks import LayerCount, ModelSparsity, sparsity

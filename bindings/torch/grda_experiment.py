@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from layertrim.solvers.projection import project
 from layertrim.solvers.validation import check_scalar
 
 from .grda import GRDA, SparsityLogger
+from .masks import sparsity as weight_sparsity
 from .mnist import accuracy, load_mnist, mlp
 
 
@@ -24,8 +26,9 @@ class Comparison:
 
     ``history`` maps ``epoch``, ``sgd_acc``, ``grda_acc`` (test accuracy),
     ``sgd_loss``, ``grda_loss`` (mean training cross-entropy over the epoch's
-    batches) and ``grda_sparsity`` (fraction of zeros over all parameters,
-    biases included) to per-epoch lists; ``seconds`` holds the training time
+    batches), ``grda_sparsity`` (fraction of zeros over all parameters,
+    biases included, as in the published experiments) and
+    ``grda_weight_sparsity`` (over the Linear weights only) to per-epoch lists; ``seconds`` holds the training time
     of each optimizer.
     """
 
@@ -80,7 +83,8 @@ def compare_sgd_grda(
     logger = SparsityLogger(grda_model)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
-    hist = {k: [] for k in ("epoch", "sgd_acc", "grda_acc", "sgd_loss", "grda_loss", "grda_sparsity")}
+    keys = ("epoch", "sgd_acc", "grda_acc", "sgd_loss", "grda_loss", "grda_sparsity", "grda_weight_sparsity")
+    hist = {k: [] for k in keys}
     seconds = {"sgd": 0.0, "grda": 0.0}
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(y_tr), generator=gen)
@@ -91,6 +95,7 @@ def compare_sgd_grda(
             hist[f"{name}_acc"].append(accuracy(model, X_te, y_te))
         hist["epoch"].append(epoch)
         hist["grda_sparsity"].append(logger(epoch))
+        hist["grda_weight_sparsity"].append(weight_sparsity(grda_model).overall)
     settings = {"epochs": epochs, "lr": lr, "c": c, "mu": mu, "batch_size": batch_size, "seed": seed}
     return Comparison(sgd_model, grda_model, hist, seconds, settings)
 
@@ -113,18 +118,22 @@ def interpolation_losses(model_a: nn.Module, model_b: nn.Module, X, y, ts) -> np
     return np.asarray(out)
 
 
-def random_direction(model: nn.Module, distance: float, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` moved by ``distance`` (Euclidean, over all parameters)
-    along a uniformly random direction: the control for :func:`interpolation_losses`."""
-    gen = torch.Generator().manual_seed(seed)
-    moved = copy.deepcopy(model)
-    params = list(moved.parameters())
-    steps = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
-    norm = torch.sqrt(sum((s**2).sum() for s in steps))
+def magnitude_pruned_like(model: nn.Module, reference: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose Linear weights keep their largest magnitudes, with
+    each layer as sparse as the same layer of ``reference`` (no retraining).
+
+    The control for :func:`interpolation_losses`: a sparse point reached by
+    pruning the SGD solution instead of training with gRDA.
+    """
+    pruned = copy.deepcopy(model)
+    layers = weight_sparsity(reference).layers
+    modules = dict(pruned.named_modules())
     with torch.no_grad():
-        for p, s in zip(params, steps):
-            p.add_(s.to(p.device), alpha=float(distance / norm))
-    return moved
+        for name, count in layers.items():
+            w = modules[name].weight
+            kept, _ = project(w.detach().cpu().numpy().T, sparsity=min(count.sparsity, 1 - 1e-12))
+            w.copy_(torch.from_numpy(kept.T.copy()))
+    return pruned
 
 
 def parameter_distance(model_a: nn.Module, model_b: nn.Module) -> float:

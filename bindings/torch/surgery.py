@@ -227,14 +227,14 @@ def _stream_energy(model: nn.Module, net: ResNet, data) -> list[np.ndarray]:
     return energy
 
 
-def _prune_streams(model: nn.Module, net: ResNet, ratio: float, criterion: str, data) -> None:
+def _prune_streams(model: nn.Module, net: ResNet, ratios, criterion: str, data) -> None:
     """Prune each stage's residual stream in place (``net`` is a private copy inside ``model``)."""
     energy = _stream_energy(model, net, data) if criterion == "lsq" else None
     keep_idx = []
     for s in range(len(net.stages)):
         writers = _stream_layers(net, s)
         n = writers[0][0].out_channels
-        k = min(n, max(1, int(round(ratio * net.base_widths[s]))))
+        k = min(n, max(1, int(round(ratios[s] * net.base_widths[s]))))
         if criterion == "l1":
             scores = sum(c.weight.detach().abs().sum(dim=(1, 2, 3)).double().numpy() for c, _ in writers)
         elif criterion == "bn":
@@ -298,10 +298,10 @@ def _conv2_stats(model: nn.Module, net: ResNet, data, max_rows: int, seed: int) 
     return stats
 
 
-def _prune_inner(model: nn.Module, net: ResNet, ratio: float, criterion: str, data, max_rows: int, seed: int) -> None:
+def _prune_inner(model: nn.Module, net: ResNet, ratios, criterion: str, data, max_rows: int, seed: int) -> None:
     """Prune the inner channels of every block in place; ``lsq`` refits ``conv2``."""
     stats = _conv2_stats(model, net, data, max_rows, seed) if criterion == "lsq" else None
-    for b in net.blocks():
+    for b, ratio in [(b, ratios[s]) for s, stage in enumerate(net.stages) for b in stage]:
         n = b.conv1.out_channels
         k = min(n, max(1, int(round(ratio * b.base_mid))))
         if k == n:
@@ -326,15 +326,17 @@ def _prune_inner(model: nn.Module, net: ResNet, ratio: float, criterion: str, da
         b.bn1 = _bn(b.bn1, idx)
 
 
-def prune_width(model: nn.Module, ratio: float, *, criterion: str = "l1", data=None, prune_stream: bool = True,
+def prune_width(model: nn.Module, ratio, *, criterion: str = "l1", data=None, prune_stream: bool = True,
                 max_rows: int = 8192, seed: int = 0) -> nn.Module:
     """A copy of ``model`` keeping ``round(ratio * base)`` channels of every prunable channel set.
 
     Parameters
     ----------
     model : ResNet or Resized(ResNet)
-    ratio : float in (0, 1]
-        Kept fraction of the unpruned channel counts (at least one channel stays).
+    ratio : float in (0, 1], or one such float per stage
+        Kept fraction of the unpruned channel counts (at least one channel
+        stays); per stage, it applies to the stage's residual stream and the
+        inner channels of its blocks.
     criterion : {"l1", "bn", "lsq"}
         ``"l1"``: L1 norm of the filters writing the channel (summed over the
         tied layers of a residual stream); ``"bn"``: ``|gamma|`` of the
@@ -351,16 +353,21 @@ def prune_width(model: nn.Module, ratio: float, *, criterion: str = "l1", data=N
     max_rows : int
         Positions sampled (seeded) per block for the least-squares statistics.
     """
-    ratio = check_scalar(ratio, "ratio", low=0.0, high=1.0, low_open=True)
     check_choice(criterion, "criterion", CRITERIA)
     if criterion == "lsq" and data is None:
         raise ParameterError("criterion='lsq' needs calibration images: pass data=")
     net, size, base = unwrap(model)
+    per_stage = np.ravel(np.asarray(ratio, dtype=np.float64))
+    if per_stage.size == 1:
+        per_stage = np.repeat(per_stage, len(net.stages))
+    if per_stage.size != len(net.stages):
+        raise ShapeError(f"ratio needs one value or one per stage ({len(net.stages)}), got {per_stage.size}")
+    ratios = [check_scalar(float(v), "ratio", low=0.0, high=1.0, low_open=True) for v in per_stage]
     new = rewrap(copy.deepcopy(net), size, base)
     new_net, _, _ = unwrap(new)
     if prune_stream:
-        _prune_streams(new, new_net, ratio, criterion, data)
-    _prune_inner(new, new_net, ratio, criterion, data, max_rows, seed)
+        _prune_streams(new, new_net, ratios, criterion, data)
+    _prune_inner(new, new_net, ratios, criterion, data, max_rows, seed)
     return new
 
 

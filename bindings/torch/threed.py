@@ -19,6 +19,7 @@ baselines) and :func:`compare_plans` runs all four with equal fine-tuning.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,6 +122,37 @@ def _as_tensors(data, name):
     return X, y
 
 
+def _axis_ratio(fm: FlopsModel, axis: int, target: float) -> float:
+    """The ratio along ``axis`` alone (others at 1) whose modelled FLOPs fraction is ``target``
+    (bisection; ``F`` is nondecreasing along the axis)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        x = [1.0, 1.0, 1.0]
+        x[axis] = mid
+        lo, hi = (mid, hi) if float(fm(*x)) < target else (lo, mid)
+    return hi
+
+
+def _budget_points(fm: FlopsModel, budget: float) -> list[tuple[str, tuple[float, float, float]]]:
+    """Off-axis points on the budget surface: each pair of dimensions, and all three,
+    sharing the FLOPs reduction equally (each pruned dimension keeps ``budget^(1/k)``)."""
+    points = []
+    for subset in [(0, 1), (0, 2), (1, 2), (0, 1, 2)]:
+        x = [1.0, 1.0, 1.0]
+        for a in subset:
+            x[a] = _axis_ratio(fm, a, budget ** (1.0 / len(subset)))
+        points.append(("+".join(AXES[a] for a in subset), tuple(x)))
+    return points
+
+
+def _ancestor(pool, target):
+    """The most pruned sampled model whose realized ratios all dominate ``target``
+    (iterative pruning continues from it); ``pool`` holds ``(model, ratios, flops)``."""
+    ok = [(f, i) for i, (_, x, f) in enumerate(pool) if all(xa >= ta - 1e-9 for xa, ta in zip(x, target))]
+    return pool[min(ok)[1]][0]
+
+
 def three_d_prune(
     model: nn.Module,
     train_data,
@@ -134,6 +166,8 @@ def three_d_prune(
     form: str = "specialized",
     degree: int = 2,
     ridge: float = 1e-4,
+    monotone: bool = True,
+    refine: int = 1,
     n_calibration: int = 256,
     lr: float = 1e-3,
     progress: bool = True,
@@ -155,20 +189,36 @@ def three_d_prune(
         Adam epochs after each sampling step and after the final pruning.
     criterion : {"l1", "bn", "lsq"}
         Width criterion (see :func:`layertrim.bindings.torch.surgery.prune_width`).
-    form, degree, ridge
-        The accuracy model (see :func:`layertrim.solvers.fit_accuracy_model`).
+    form, degree, ridge, monotone
+        The accuracy model (see :func:`layertrim.solvers.fit_accuracy_model`);
+        the monotone fit cannot predict more than the unpruned accuracy.
+    refine : int
+        Rounds of sequential design: sample the chosen configuration itself
+        (pruned from its closest sampled ancestor and fine-tuned briefly),
+        refit and solve again.
     n_calibration : int
         Training images used to score blocks and channels.
 
     Returns
     -------
     ThreeDReport
+
+    Notes
+    -----
+    Samples: the unpruned model; ``len(ratios)`` steps along each dimension
+    alone; four points on the budget surface of the FLOPs model (each pair of
+    dimensions and all three sharing the reduction equally), where the
+    optimum lies since accuracy is nondecreasing in each ratio; and
+    ``refine`` points at the chosen optimum. Each off-axis point is pruned
+    from the most pruned sampled model that dominates it, so fine-tuning is
+    reused as in the iterative scheme of the method.
     """
     from tqdm.auto import tqdm
 
     flops_budget = check_scalar(flops_budget, "flops_budget", low=0.0, high=1.0, low_open=True, high_open=True)
     check_choice(criterion, "criterion", ("l1", "bn", "lsq"))
     ratios = [check_scalar(r, "ratios", low=0.0, high=1.0, low_open=True, high_open=True) for r in ratios]
+    refine = check_scalar(refine, "refine", low=0, integer=True)
     if len(ratios) < 2:
         raise ParameterError("ratios needs at least two steps per dimension")
     X, y = _as_tensors(train_data, "train_data")
@@ -178,47 +228,29 @@ def three_d_prune(
     net = copy.deepcopy(model).eval()
     sample = X[:1]
     base_flops = count_flops(net, sample).flops
+    fm = resnet_flops_model(net, size)
+    fm = FlopsModel(fm.coef / fm.total, fm.powers)
+    samples, pool = [], []
 
-    def measure(m, path):
+    def record(m, path):
         d, w, r = ratios_of(m, size)
-        return {"d": d, "w": w, "r": r, "accuracy": accuracy(m, Xv, yv),
-                "flops": count_flops(m, sample).flops / base_flops, "path": path}
+        s = {"d": d, "w": w, "r": r, "accuracy": accuracy(m, Xv, yv),
+             "flops": count_flops(m, sample).flops / base_flops, "path": path}
+        samples.append(s)
+        pool.append((m, (d, w, r), s["flops"]))
 
     def finetune(m, epochs, offset):
         return train(m, X, y, epochs=epochs, lr=lr, seed=seed + offset)
 
-    total = 3 * len(ratios) + 3 + 1
-    bar = tqdm(total=total, desc="3-D pruning", disable=not progress)
-    samples = [measure(net, "original")]
-    trajectories = {}
-    for a, axis in enumerate(AXES):
-        current = net
-        trajectories[axis] = []
-        for i, ratio in enumerate(ratios):
-            current = finetune(_step(current, axis, ratio, calib, criterion, size), finetune_epochs, 100 * a + i)
-            trajectories[axis].append(current)
-            samples.append(measure(current, f"{axis} {ratio:.2f}"))
-            bar.update()
-    mid = len(ratios) // 2
-    for a, (first, second) in enumerate([("depth", "width"), ("depth", "resolution"), ("width", "resolution")]):
-        m = finetune(_step(trajectories[first][mid], second, ratios[mid], calib, criterion, size),
-                     finetune_epochs, 1000 + a)
-        samples.append(measure(m, f"{first}+{second} {ratios[mid]:.2f}"))
-        bar.update()
-
-    pts = np.array([[s["d"], s["w"], s["r"]] for s in samples])
-    acc_model = fit_accuracy_model(pts, np.array([s["accuracy"] for s in samples]), form=form, degree=degree, ridge=ridge)
-    fm = resnet_flops_model(net, size)
-    fm = FlopsModel(fm.coef / fm.total, fm.powers)
-    lower = pts.min(axis=0)
-    optimum = maximize_accuracy(acc_model, fm, flops_budget, lower=lower, upper=1.0)
+    def sample_at(x, path, offset):
+        start = _ancestor(pool, x)
+        m = prune_3d(start, *x, data=calib, criterion=criterion, base_size=size)
+        record(finetune(m, finetune_epochs, offset), path)
 
     base_removable = max(net.base_removable, 1)
     depths = np.arange(base_removable + 1) / base_removable
-    c_min = min(net.base_widths)
-    widths = np.arange(1, c_min + 1) / c_min
+    widths = np.unique(np.concatenate([np.arange(1, c + 1) / c for c in net.base_widths]))
     resolutions = np.arange(1, size + 1) / size
-    keep = lambda v, lo: v[v >= lo - 1e-9]  # noqa: E731 - stay inside the sampled box
     built = {}
 
     def counted(d, w, r):
@@ -226,8 +258,35 @@ def three_d_prune(
         built[(d, w, r)] = m
         return count_flops(m, sample).flops / base_flops
 
-    chosen = realizable_optimum(acc_model, fm, flops_budget, keep(depths, lower[0]), keep(widths, lower[1]),
-                                keep(resolutions, lower[2]), check=counted)
+    def fit_and_solve():
+        pts = np.array([[s["d"], s["w"], s["r"]] for s in samples])
+        acc_model = fit_accuracy_model(pts, np.array([s["accuracy"] for s in samples]), form=form, degree=degree,
+                                       ridge=ridge, monotone=monotone)
+        lower = pts.min(axis=0)
+        optimum = maximize_accuracy(acc_model, fm, flops_budget, lower=lower, upper=1.0)
+        keep = lambda v, lo: v[v >= lo - 1e-9]  # noqa: E731 - stay inside the sampled box
+        chosen = realizable_optimum(acc_model, fm, flops_budget, keep(depths, lower[0]), keep(widths, lower[1]),
+                                    keep(resolutions, lower[2]), check=counted)
+        return acc_model, optimum, chosen
+
+    budget_points = _budget_points(fm, flops_budget)
+    bar = tqdm(total=1 + 3 * len(ratios) + len(budget_points) + refine + 1, desc="3-D pruning", disable=not progress)
+    record(net, "original")
+    bar.update()
+    for a, axis in enumerate(AXES):
+        current = net
+        for i, ratio in enumerate(ratios):
+            current = finetune(_step(current, axis, ratio, calib, criterion, size), finetune_epochs, 100 * a + i)
+            record(current, f"{axis} {ratio:.2f}")
+            bar.update()
+    for j, (name, x) in enumerate(budget_points):
+        sample_at(x, f"budget {name}", 1000 + j)
+        bar.update()
+    acc_model, optimum, chosen = fit_and_solve()
+    for j in range(refine):
+        sample_at(chosen.ratios, f"refine {j + 1}", 2000 + j)
+        acc_model, optimum, chosen = fit_and_solve()
+        bar.update()
     pruned = finetune(built[(chosen.d, chosen.w, chosen.r)], final_epochs, 10_000)
     bar.update()
     bar.close()
@@ -239,10 +298,27 @@ def three_d_prune(
     )
 
 
+def _width_candidates(net) -> list[tuple[float, ...]]:
+    """Per-stage width ratios within one channel of a uniform ratio ``w``, for every ``w``
+    on the finest channel grid: the near-uniform width-only configurations."""
+    out = set()
+    for w in np.arange(1, max(net.base_widths) + 1) / max(net.base_widths):
+        options = [sorted({max(1, int(np.floor(w * c))), min(c, int(np.ceil(w * c)))}) for c in net.base_widths]
+        for ks in itertools.product(*options):
+            out.add(tuple(k / c for k, c in zip(ks, net.base_widths)))
+    return sorted(out)
+
+
 def single_axis_prune(model: nn.Module, axis: str, flops_budget: float, train_data, *, epochs: int = 3,
                       criterion: str = "l1", n_calibration: int = 256, lr: float = 1e-3, seed: int = 0):
-    """Prune along one dimension only, to the largest realizable ratio whose counted
-    FLOPs meet ``flops_budget``, then fine-tune ``epochs``. Returns ``(model, ratio, flops_fraction)``."""
+    """Prune along one dimension only, to the realizable configuration with the most counted
+    FLOPs within ``flops_budget``, then fine-tune ``epochs``. Returns ``(model, ratio, flops_fraction)``.
+
+    Depth: the number of removable blocks kept; resolution: whole pixels; width:
+    one ratio per stage, each within one channel of a common ratio (uniform
+    widths alone jump by the rounding of the narrowest stage, so this lets the
+    baseline use its budget as fully as the other plans).
+    """
     check_choice(axis, "axis", AXES)
     X, y = _as_tensors(train_data, "train_data")
     size = X.shape[-1]
@@ -250,19 +326,23 @@ def single_axis_prune(model: nn.Module, axis: str, flops_budget: float, train_da
     net = copy.deepcopy(model).eval()
     base = count_flops(net, sample).flops
     if axis == "depth":
-        grid = np.arange(net.base_removable + 1) / max(net.base_removable, 1)
+        grid = list(np.arange(net.base_removable + 1) / max(net.base_removable, 1))
     elif axis == "width":
-        grid = np.arange(1, max(net.base_widths) + 1) / max(net.base_widths)
+        grid = _width_candidates(net)
     else:
-        grid = np.arange(1, size + 1) / size
-    for ratio in grid[::-1]:
-        if ratio <= 0 and axis != "depth":
-            continue
-        m = _step(net, axis, float(ratio), calib, criterion, size)
+        grid = list(np.arange(1, size + 1) / size)
+    best = None
+    for ratio in grid:
+        # FLOPs do not depend on which channels are kept: count with the cheap criterion
+        m = _step(net, axis, ratio, calib, "l1" if axis == "width" else criterion, size)
         frac = count_flops(m, sample).flops / base
-        if frac <= flops_budget:
-            return train(m, X, y, epochs=epochs, lr=lr, seed=seed + 10_000), float(ratio), frac
-    raise InfeasibleError(f"pruning {axis} alone cannot reach {flops_budget:.3f} of the FLOPs")
+        if frac <= flops_budget and (best is None or frac > best[1]):
+            best = (ratio, frac)
+    if best is None:
+        raise InfeasibleError(f"pruning {axis} alone cannot reach {flops_budget:.3f} of the FLOPs")
+    m = _step(net, axis, best[0], calib, criterion, size)
+    ratio = float(np.mean(best[0])) if axis == "width" else float(best[0])
+    return train(m, X, y, epochs=epochs, lr=lr, seed=seed + 10_000), ratio, best[1]
 
 
 def compare_plans(model: nn.Module, train_data, val_data, test_data, *, flops_budget: float = 0.5,
