@@ -23,11 +23,13 @@ import numpy as np
 
 from .errors import ConvergenceWarning, ParameterError
 from .feta_kernels import active_targets, relu_misfit
-from .feta_subproblem import ReluLayer, _bias, fista, svrg
+from .feta_subproblem import ReluLayer, check_bias, fista, solve_subproblem, svrg
 from .gram import as_quadratic
 from .path import bisect_sparsity
 from .result import Result
 from .validation import check_choice, check_scalar, check_sparsity, check_weights, check_xy, exactly_one
+
+__all__ = ["feta", "dc_objective", "solve_subproblem"]
 
 INNER = ("fista", "svrg")
 _DEFAULT_INNER_ITER = {"fista": 50, "svrg": 3}
@@ -37,7 +39,7 @@ def dc_objective(X, Y, W, b=None, lam: float = 0.0) -> float:
     """``(1/2P) ||relu(X W + 1 b^T) - Y||_F^2 + lam ||W||_1`` (float64 accumulation)."""
     X, Y = check_xy(X, Y)
     W = check_weights(W, X.shape[1], Y.shape[1], dtype=X.dtype)
-    b = _bias(b, Y.shape[1], X.dtype, "b")
+    b = check_bias(b, Y.shape[1], X.dtype, "b")
     return _dc_value(X @ W, b, Y, W, lam)
 
 
@@ -188,7 +190,7 @@ def feta(
         W, b = _least_squares(X, Y, intercept, dtype)
     else:
         W = check_weights(W0, N, M, "W0", dtype=dtype).copy()
-        b = _bias(b0, M, dtype, "b0").copy()
+        b = check_bias(b0, M, dtype, "b0").copy()
     if not intercept:
         b = np.zeros(M, dtype=dtype)
 
@@ -285,7 +287,7 @@ def _search_lam(layer: ReluLayer, sparsity, W, b, search_iter, tol, inner_step):
     for _ in range(6):
         try:
             res, t, trace = bisect_sparsity(
-                solve, sparsity, lam_hi * 1e-4, lam_hi, count_tol=count_tol, at_least=False, max_solves=20
+                solve, sparsity, lam_hi * 1e-4, lam_hi, count_tol=count_tol, at_least=False, max_solves=8
             )
             return res.W, res.b, t, trace
         except ParameterError:  # the bracket's top does not reach the target yet

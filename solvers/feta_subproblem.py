@@ -67,20 +67,11 @@ class ReluLayer:
     def n_samples(self) -> int:
         return self.X.shape[0]
 
-    def zero_bias(self) -> np.ndarray:
-        return np.zeros(self.Y.shape[1], dtype=self.X.dtype)
-
 
 def linearize(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """``A = Y * 1[X W + 1 b^T > 0]``; ``(1/P) X^T A`` is the subgradient of ``h`` in ``W``."""
     b = np.zeros(W.shape[1], dtype=W.dtype) if b is None else b
     return active_targets(X @ W, b, Y)
-
-
-def surrogate_objective(layer: ReluLayer, A, lam, W, b, Z=None) -> float:
-    """``q(W, b) + lam ||W||_1``; ``Z = X W`` may be passed to skip the product."""
-    Z = layer.X @ W if Z is None else Z
-    return surrogate_value(Z, b, A) / layer.n_samples + lam * float(np.abs(W).sum())
 
 
 def fista(layer: ReluLayer, A, lam, W, b, Z, *, max_iter, tol, mask=None):
@@ -235,11 +226,11 @@ def solve_subproblem(
     M = Y.shape[1]
     lam = check_scalar(lam, "lam", low=0.0)
     W_lin = check_weights(W_lin, N, M, "W_lin", dtype=dtype)
-    b_lin = _bias(b_lin, M, dtype, "b_lin")
+    b_lin = check_bias(b_lin, M, dtype, "b_lin")
     layer = ReluLayer.build(X, Y, intercept)
     A = active_targets(X @ W_lin, b_lin, Y)
     W = W_lin.copy() if W0 is None else check_weights(W0, N, M, "W0", dtype=dtype)
-    b = b_lin.copy() if b0 is None else _bias(b0, M, dtype, "b0")
+    b = b_lin.copy() if b0 is None else check_bias(b0, M, dtype, "b0")
     if not intercept:
         b = np.zeros(M, dtype=dtype)
     W, b, _, f, it = fista(layer, A, lam, W, b, X @ W, max_iter=max_iter, tol=tol)
@@ -254,7 +245,8 @@ def solve_subproblem(
     )
 
 
-def _bias(b, M, dtype, name):
+def check_bias(b, M, dtype, name):
+    """An intercept of shape ``(M,)`` in ``dtype`` (zeros when ``b`` is None)."""
     if b is None:
         return np.zeros(M, dtype=dtype)
     arr = check_array(b, name, ndim=1, dtype=dtype)

@@ -396,6 +396,10 @@ def maximize_accuracy(
        ``x_g`` with ``|x*_a - x_g,a| <= h_a``, hence
        ``acc(x*) <= acc(x_g) + sum_a L_a h_a`` with ``L_a`` from
        :meth:`AccuracyModel.lipschitz`; this is ``upper_bound``.
+    With a monotone model (``fit_accuracy_model(..., monotone=True)``) and
+    nonnegative FLOPs terms, the maximum lies on the budget surface
+    ``F = budget`` unless the box's upper corner already meets the budget.
+
     Raises InfeasibleError when no grid point meets the budget (the budget is
     below the FLOPs at ``lower``).
     """

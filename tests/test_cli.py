@@ -132,3 +132,126 @@ def test_bench_failures_and_bad_names(tmp_path):
     assert "FAILED (exit code 4)" in proc.stdout and "broken" in proc.stderr
     assert_user_error(cli("bench", "nosuch", "--dir", tmp_path), "unknown benchmark 'nosuch'", "broken")
     assert_user_error(cli("bench", "--dir", tmp_path / "absent"), "no benchmarks folder")
+
+
+# --- verify: happy paths ---------------------------------------------------------------
+
+@pytest.fixture
+def relu_problem(tmp_path, rng):
+    """A small ReLU layer problem: post-activation targets ``Y = relu(X W* + b*)``."""
+    X = rng.standard_normal((60, 8))
+    Y = np.maximum(X @ rng.standard_normal((8, 3)) + 0.3, 0)
+    path = tmp_path / "relu.npz"
+    np.savez(path, X=X, Y=Y)
+    return path
+
+
+@pytest.mark.parametrize("method, options, which", [
+    ("lasso", ["--lam", "0.1"], "linear"),
+    ("lasso", ["--sparsity", "0.5", "--no-intercept"], "linear"),
+    ("nettrim", ["--eps", "0.1"], "relu"),
+    ("nettrim", ["--sparsity", "0.5", "--linear"], "linear"),
+    ("feta", ["--lam", "0.01"], "relu"),
+    ("iht", ["--sparsity", "0.5"], "linear"),
+])
+def test_verify_agrees_with_cvxpy(method, options, which, problem, relu_problem):
+    path = problem if which == "linear" else relu_problem
+    proc = cli("verify", path, "--method", method, *options)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "agree: objective within 0.001 relative" in proc.stdout
+    gap_line = next(line for line in proc.stdout.splitlines() if "gap" in line)
+    # the printed gap is the same quantity the tolerance check used: it must be small
+    assert abs(float(gap_line.split()[-1])) <= 1e-3
+
+
+def test_verify_reports_disagreement(problem):
+    # an impossible tolerance: a real disagreement beyond it exits 1 with one line naming it
+    proc = cli("verify", problem, "--method", "nettrim", "--eps", "0.2", "--linear", "--rtol", "0")
+    assert_user_error(proc, "relative objective gap")
+    assert "objective" in proc.stdout
+
+
+# --- prune -----------------------------------------------------------------------------
+
+FACTORY = """
+import torch
+from torch import nn
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+"""
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    """A tiny MLP saved as a state dict (with its factory module) and as a pickled full model."""
+    torch = pytest.importorskip("torch")
+    (tmp_path / "tinynet.py").write_text(FACTORY)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import tinynet
+
+        model = tinynet.make()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("tinynet", None)
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    torch.save(model, tmp_path / "full.pt")
+    X = np.random.default_rng(1).standard_normal((200, 6)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", X)
+    return tmp_path
+
+
+def test_prune_state_dict_with_factory(saved_model):
+    torch = pytest.importorskip("torch")
+    from layertrim.bindings.torch import load_sparse, sparsity
+
+    proc = cli("prune", "state.pt", "--factory", "tinynet:make", "--data", "calib.npy",
+               "--method", "lasso", "--sparsity", "0.5", "--out", "pruned.pt", cwd=saved_model)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((saved_model / "pruned.json").read_text())
+    assert report["method"] == "lasso" and report["calibration_samples"] == 200
+    assert [layer["name"] for layer in report["report"]["layers"]] == ["0", "2"]
+    sys.path.insert(0, str(saved_model))
+    try:
+        import tinynet
+
+        model = load_sparse(saved_model / "pruned.pt", tinynet.make())
+    finally:
+        sys.path.remove(str(saved_model))
+        sys.modules.pop("tinynet", None)
+    # the file holds what the report says: each layer at least half zeros
+    counts = sparsity(model)
+    assert all(c.sparsity >= 0.5 for c in counts.layers.values())
+    assert counts.zeros == report["report"]["zeros"]
+    assert torch.isfinite(model(torch.zeros(1, 6))).all()
+
+
+def test_prune_full_model_needs_unsafe_load(saved_model):
+    args = ["--data", "calib.npy", "--method", "lasso", "--sparsity", "0.5", "--out", "p.pt"]
+    assert_user_error(cli("prune", "full.pt", *args, cwd=saved_model), "--unsafe-load")
+    proc = cli("prune", "full.pt", *args, "--unsafe-load", cwd=saved_model)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: --unsafe-load" in proc.stderr
+    assert (saved_model / "p.pt").exists() and (saved_model / "p.json").exists()
+
+
+def test_prune_error_paths(saved_model):
+    (saved_model / "corrupt.pt").write_bytes(b"\x80\x04 not a torch file")
+    bad = np.ones((10, 6), dtype=np.float32)
+    bad[3, 2] = np.inf
+    np.save(saved_model / "inf.npy", bad)
+    np.save(saved_model / "wide.npy", np.ones((10, 7), dtype=np.float32))
+    base = ["--method", "lasso", "--sparsity", "0.5", "--out", "p.pt"]
+    run = lambda *a: cli("prune", *a, *base, cwd=saved_model)  # noqa: E731
+    assert_user_error(run("absent.pt", "--data", "calib.npy"), "absent.pt", "no such file")
+    assert_user_error(run("corrupt.pt", "--data", "calib.npy"), "corrupt.pt", "not a readable")
+    assert_user_error(run("state.pt", "--data", "calib.npy"), "--factory")
+    assert_user_error(run("state.pt", "--factory", "nosuchmodule:make", "--data", "calib.npy"), "nosuchmodule")
+    assert_user_error(run("state.pt", "--factory", "tinynet:make", "--data", "inf.npy"), "NaN or infinite")
+    assert_user_error(run("state.pt", "--factory", "tinynet:make", "--data", "wide.npy"), "rejects calibration")
+    assert_user_error(run("state.pt", "--factory", "tinynet:make", "--data", "absent.npy"), "no such file")
+    proc = cli("prune", "state.pt", "--factory", "tinynet:make", "--data", "calib.npy", "--method", "lasso",
+               "--sparsity", "1.5", "--out", "p.pt", cwd=saved_model)
+    assert_user_error(proc, "sparsity")

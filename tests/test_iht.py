@@ -153,3 +153,29 @@ def test_bad_inputs(rng):
         iht(X, None, sparsity=0.5)
     with pytest.raises(ParameterError):
         iht(X, Y, sparsity=0.5, pattern="blocks")
+
+
+@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.75), ("2:4", None)])
+def test_debias_stops_at_a_fixed_point(rng, pattern, sparsity):
+    X, Y, W = correlated_problem(rng, P=200, N=32, M=6, noise=0.1)
+    res = iht(X, Y, sparsity=sparsity, pattern=pattern, W0=W, debias_every=5)
+    assert res.converged and res.iterations < 300
+    h = res.history["objective"]
+    assert np.all(np.diff(h) <= 1e-12 * h[0]) and res.objective <= res.info["loss_start"] * (1 + 1e-12)
+    # a fixed point, checked independently: least squares on its support, and one Jacobi-scaled
+    # gradient step followed by the projection selects the same support
+    mask = res.W != 0
+    assert res.objective == pytest.approx(refit(X, Y, mask).objective, rel=1e-9)
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    G, C = Xc.T @ Xc / len(X), Xc.T @ Yc / len(X)
+    d = np.diag(G)
+    L = np.linalg.eigvalsh(G / np.sqrt(np.outer(d, d)))[-1]
+    V = res.W - (G @ res.W - C) / (L * d[:, None])
+    _, step_mask = project(V, sparsity=sparsity, pattern=pattern, scores=np.sqrt(d)[:, None] * np.abs(V))
+    np.testing.assert_array_equal(step_mask, mask)
+
+
+def test_debias_bad_value(rng):
+    X, Y, _ = correlated_problem(rng)
+    with pytest.raises(ParameterError, match="debias_every"):
+        iht(X, Y, sparsity=0.5, debias_every=-1)

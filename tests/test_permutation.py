@@ -117,7 +117,9 @@ def test_iht_permuted_fits_what_the_fixed_order_cannot(rng, dtype):
     assert res.objective <= 1e-8 * plain.objective
     assert plain.objective > 0.1
     R = X.astype(float) @ res.W + res.b - Y
-    assert 0.5 * np.mean(np.sum(R * R, axis=1)) == pytest.approx(res.objective, abs=1e-4 if dtype == np.float32 else 1e-12)
+    # float32: the data carry ~7 digits, the loss is of order 1e-8 or below either way
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    assert 0.5 * np.mean(np.sum(R * R, axis=1)) == pytest.approx(res.objective, abs=tol)
 
 
 def test_iht_permuted_never_worse_than_permuted_magnitude(rng):

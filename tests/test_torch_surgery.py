@@ -163,7 +163,7 @@ def test_width_baseline_uses_the_budget_best():
     net = _randomized(ResNet(depths=(2, 1), widths=(4, 8)))
     images = torch.randn(4, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     base = count_flops(net, images[:1]).flops
-    _, ratio, frac = single_axis_prune(net, "width", 0.5, (images, torch.zeros(4, dtype=torch.long)), epochs=0)
+    _, _, frac = single_axis_prune(net, "width", 0.5, (images, torch.zeros(4, dtype=torch.long)), epochs=0)
     # brute force over the same near-uniform per-stage candidates
     fracs = [count_flops(prune_width(net, c), images[:1]).flops / base for c in _width_candidates(net)]
     assert frac == max(f for f in fracs if f <= 0.5)

@@ -3,14 +3,18 @@
 1. Sample: from the trained model walk each dimension alone (depth, width,
    resolution) down a schedule of ratios, pruning the previous, already
    fine-tuned model a step further and fine-tuning it briefly (iterative
-   pruning reuses the earlier results); then a few off-axis points, each one
-   step along a second dimension from a trajectory model. Record the
+   pruning reuses the earlier results); then four off-axis points on the
+   FLOPs-budget surface, where the constrained optimum lies (pairs of
+   dimensions and all three sharing the FLOPs reduction equally). Record the
    validation accuracy at every ``(d, w, r)``.
-2. Fit ``acc(d, w, r)`` (:func:`layertrim.solvers.fit_accuracy_model`).
+2. Fit ``acc(d, w, r)`` (:func:`layertrim.solvers.fit_accuracy_model`),
+   by default constrained to be nondecreasing in each ratio, so it cannot
+   extrapolate above the unpruned accuracy.
 3. Maximize it under the FLOPs budget with the network's own FLOPs model
    (:func:`layertrim.solvers.maximize_accuracy`), over the box the samples
    span, then pick the best realizable configuration whose *counted* FLOPs
-   meet the budget (:func:`layertrim.solvers.realizable_optimum`).
+   meet the budget (:func:`layertrim.solvers.realizable_optimum`); sample
+   that configuration too, refit and solve again (``refine`` rounds).
 4. Prune the original model to it and fine-tune.
 
 :func:`single_axis_prune` prunes the same budget along one dimension (the
