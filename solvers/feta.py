@@ -145,17 +145,18 @@ def feta(
     decrease is checked anyway: an outer step that would raise ``F`` (possible
     only through rounding) is rejected and the loop stops.
 
-    Choices that differ from the authors' FeTa code: the exact ReLU, not a
-    softplus smoothing (the subproblem is then piecewise quadratic and its
-    gradient exact, so no smoothing bias and no saturated-derivative error);
+    Choices that differ from the published FeTa implementation (Pitas et al.,
+    arXiv:1803.04239): the exact ReLU, not a softplus smoothing (the
+    subproblem is then piecewise quadratic with an exact gradient: no
+    smoothing bias and no saturated-derivative error); centered inputs;
     the objective carries ``1/2P`` and ``lam`` enters the prox as
     ``step * lam``; mini-batches are contiguous slices of a once-shuffled
     sample order rather than draws with replacement; the start is the given
     or least-squares weights rather than a small random matrix.
 
     Sparsity mode: (1) ``lam`` is bisected (geometrically, warm-started, each
-    trial ``search_iter`` outer iterations) until the zero count is within 1 %
-    of the target; (2) the weights are cut to the target count, keeping the
+    trial ``search_iter`` outer iterations, at most 8 trials) until the zero
+    count is within 1 % of the target (or the trials run out); (2) the weights are cut to the target count, keeping the
     largest magnitudes (ties among zeros broken by the largest gradient of the
     misfit); (3) the convex-concave procedure with ``lam = 0`` restricted to
     that support polishes the kept weights (``polish_iter`` outer iterations).
@@ -223,7 +224,6 @@ def feta(
         W = np.where(mask, W, 0).astype(dtype)
         W, b, Z, F, status, hist, inner_counts = _ccp(layer, 0.0, W, b, polish_iter, tol, inner_step, mask)
         info.update(lam=lam_used, lam_search=trace, target_sparsity=sparsity)
-        lam = 0.0
     if status == "max_iter":
         warnings.warn(
             f"feta stopped after {len(hist) - 1} outer iterations with relative decrease above tol={tol:g}",

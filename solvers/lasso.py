@@ -99,7 +99,7 @@ def _solve(quad: Quadratic, lam, penalty, l1_ratio, W0, tol, max_iter, solver) -
     W0 = np.zeros_like(C) if W0 is None else W0
     if solver == "cd":
         iters = max_iter or MAX_ITER["cd"]
-        W, n_iter, epochs, history, converged, primal, rel = solve_cd(
+        W, n_iter, epochs, history, converged, primal, dual = solve_cd(
             G, C, yy, W0, lam1, lam2, group, tol=tol, max_iter=iters
         )
         extra = {"epochs": epochs}
@@ -109,6 +109,7 @@ def _solve(quad: Quadratic, lam, penalty, l1_ratio, W0, tol, max_iter, solver) -
         def rel_gap(W, GW):
             return relative_gap(*gap(W, GW, C, yy, lam1, lam2, group))
 
+        primal = None
         W, n_iter, hist, converged = fista(
             G, C, _prox(penalty, lam, l1_ratio), W0, L=quad.lipschitz(), tol=tol, max_iter=iters,
             criterion=rel_gap,
@@ -117,9 +118,10 @@ def _solve(quad: Quadratic, lam, penalty, l1_ratio, W0, tol, max_iter, solver) -
         extra = {}
     dtype = quad.dtype
     W_out = W.astype(dtype)
-    # objective and gap of the returned (possibly rounded) weights
     Wd = W_out.astype(np.float64)
-    primal, dual = gap(Wd, gram_product(G, Wd), C, yy, lam1, lam2, group)
+    if primal is None or dtype != np.float64:
+        # objective and gap of the returned (rounded to the input dtype) weights
+        primal, dual = gap(Wd, gram_product(G, Wd), C, yy, lam1, lam2, group)
     rel = relative_gap(primal, dual)
     b = quad.intercept_for(Wd)
     status = "optimal" if converged else "max_iter"

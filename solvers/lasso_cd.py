@@ -51,14 +51,14 @@ def solve_cd(G, C, yy, W0, lam1, lam2, group, *, tol, max_iter):
     ``lam1 ||W||_1 + lam2/2 ||W||_F^2``. ``max_iter`` bounds the outer
     iterations and the passes of each restricted solve.
 
-    Returns ``W, n_outer, n_epochs, history, converged, primal, gap_rel``.
+    Returns ``W, n_outer, n_epochs, history, converged, primal, dual``.
     """
     W = np.array(W0, dtype=C.dtype, copy=True)
     yy_sum = float(np.sum(yy))
     hist_gap, hist_obj = [], []
     n_epochs = 0
     converged = False
-    primal = rel = np.nan
+    primal = dual = np.nan
     for n_outer in range(1, max_iter + 1):
         GW = gram_product(G, W)
         if group:
@@ -89,4 +89,4 @@ def solve_cd(G, C, yy, W0, lam1, lam2, group, *, tol, max_iter):
             inner = np.where(complete, final, np.maximum(INNER_FRACTION * gaps, final))
             n_epochs += int(cd_columns(G, C, yy, W, lam1, lam2, ws, ws_len, inner, max_iter).max())
     history = {"gap": np.array(hist_gap), "objective": np.array(hist_obj)}
-    return W, n_outer, n_epochs, history, converged, primal, rel
+    return W, n_outer, n_epochs, history, converged, primal, dual
