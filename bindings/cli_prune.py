@@ -11,6 +11,7 @@ import importlib
 import json
 import pickle
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -55,9 +56,11 @@ def _torch_load(p: Path, unsafe: bool):
     if unsafe:
         print(UNSAFE_WARNING.format(path=p), file=sys.stderr)
     try:
-        return torch.load(p, map_location="cpu", weights_only=not unsafe)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of damaged files
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(p, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as exc:
-        if not unsafe and "weights_only" in str(exc):
+        if not unsafe and "Unsupported global" in str(exc):
             raise InputFileError(
                 f"{p}: holds pickled objects (a full model?) that load only with --unsafe-load, which runs "
                 "code from the file; for files you do not fully trust save model.state_dict() instead "

@@ -25,6 +25,9 @@ from .validation import check_array, check_choice, check_scalar, check_sparsity,
 
 _STATUS = {0: "optimal", 1: "max_iter", 2: "infeasible"}
 
+#: initial soft-threshold level relative to the weights' root-mean-square
+RHO_SCALE = 10.0
+
 
 def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None, eps_mode="layer",
             warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.6, check_every=10, penalty_ratio=None) -> Result:
@@ -55,9 +58,10 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
     eps_mode : {"layer", "neuron"}
         One ball for the whole layer, radius ``eps ||Y||_F``, or one per
         column, radius ``eps ||Y_m||``.
-    warm_start : Result or array (n_features, n_outputs), optional
+    warm_start : Result, array (n_features, n_outputs) or tuple (W, b), optional
         A previous solve of a problem with the same ``X`` (weights, intercept,
-        duals and penalty are reused) or initial weights.
+        duals and penalty are reused), or initial weights (and intercept),
+        e.g. the dense layer's thresholded weights.
     rho : float > 0, optional
         Initial ADMM penalty (on the scaled problem); adapted by residual balancing.
     tol : float
@@ -142,35 +146,43 @@ class _Problem:
     def __init__(self, X, Y, *, relu, intercept, V, eps_mode):
         P, N = X.shape
         M = Y.shape[1]
-        self.dtype = X.dtype
+        dt = X.dtype
+        self.dtype = dt
         self.N, self.M, self.intercept, self.relu = N, M, bool(intercept), bool(relu)
         self.mode = K.NEURON if eps_mode == "neuron" else K.LAYER
-        Xa = np.hstack([X, np.ones((P, 1), X.dtype)]) if intercept else X
-        Ur, S, VrT = np.linalg.svd(Xa, full_matrices=False)
-        self.c = float(S[0]) if S[0] > 0 else 1.0
-        keep = S > S[0] * max(Xa.shape) * np.finfo(X.dtype).eps
-        self.S = np.ascontiguousarray(S[keep] / self.c)
-        self.default_ratio = float(np.median(self.S.astype(np.float64) ** 2))
-        self.Ur = np.ascontiguousarray(Ur[:, keep])
-        self.Vr = np.ascontiguousarray(VrT[keep].T)
-        self.X = np.ascontiguousarray(Xa / X.dtype.type(self.c))
-        self.Y = np.ascontiguousarray(Y / X.dtype.type(self.c))
+        Xa = np.hstack([X, np.ones((P, 1), dt)]) if intercept else X
+        self.wide = P < Xa.shape[1]
+        X64 = Xa.astype(np.float64, copy=False)
+        lam, self.E = np.linalg.eigh(X64 @ X64.T if self.wide else X64.T @ X64)
+        self.c = float(np.sqrt(lam[-1])) if lam[-1] > 0 else 1.0
+        self.lam = np.maximum(lam / self.c**2, 0.0)
+        self.keep = np.sqrt(self.lam) > max(Xa.shape) * np.finfo(dt).eps
+        self.default_ratio = float(np.median(self.lam[self.keep]))
+        self._inverse = {}
+        self.X = np.ascontiguousarray(Xa / dt.type(self.c))
+        self.Y = np.ascontiguousarray(Y / dt.type(self.c))
         if relu:
             self.omega = Y > 0
             if V is None:
                 Vs = np.zeros_like(Y)
             else:
                 Vs = check_array(np.broadcast_to(np.asarray(V), Y.shape) if np.ndim(V) < 2 else V,
-                                 "V", dtype=X.dtype)
+                                 "V", dtype=dt)
                 if Vs.shape != Y.shape:
                     raise ShapeError(f"V must have the shape of Y {Y.shape}, got {Vs.shape}")
-                Vs = Vs / X.dtype.type(self.c)
+                Vs = Vs / dt.type(self.c)
             self.V = np.ascontiguousarray(Vs)
         else:
             self.omega = np.ones(Y.shape, dtype=np.bool_)
             self.V = np.zeros_like(self.Y)
         self.ynorm = np.sqrt(np.sum(Y.astype(np.float64) ** 2, axis=0))  # per column, unscaled
         self.ynorm_total = float(np.sqrt(np.sum(self.ynorm**2)))
+
+    def inverse(self, s):
+        """The W-step operator ``(X^T X + s I)^{-1}`` (tall) or ``(X X^T + s I)^{-1}`` (wide), cached."""
+        if s not in self._inverse:
+            self._inverse[s] = np.ascontiguousarray(((self.E / (self.lam + s)) @ self.E.T).astype(self.dtype))
+        return self._inverse[s]
 
     def radii(self, eps):
         """Absolute ball radii in the scaled problem."""
@@ -181,7 +193,11 @@ class _Problem:
     def ls_residual(self):
         """Least-squares residual norms (per ball) of the linear program, scaled."""
         Yd = self.Y.astype(np.float64)
-        proj = self.Ur.T.astype(np.float64) @ Yd
+        Ek = self.E[:, self.keep]
+        if self.wide:  # E spans the range of X
+            proj = Ek.T @ Yd
+        else:  # coordinates of the projection in the left singular basis
+            proj = (Ek.T @ (self.X.T.astype(np.float64) @ Yd)) / np.sqrt(self.lam[self.keep])[:, None]
         col = np.maximum(np.sum(Yd**2, axis=0) - np.sum(proj**2, axis=0), 0.0)
         return np.sqrt(col) if self.mode == K.NEURON else np.sqrt([col.sum()])
 
@@ -196,11 +212,24 @@ class _Problem:
             return float(rel.max())
         return float(res[0] / self.ynorm_total) if self.ynorm_total > 0 else 0.0
 
-    def initial_state(self, warm_start):
+    def ridge(self, F, s, Z):
+        """``argmin ||X W - Z||^2 + s ||W||^2``: the first W-step from ``Z``."""
+        if self.wide:
+            return self.X.T @ (F @ Z)
+        return F @ (self.X.T @ Z)
+
+    def initial_state(self, warm_start, eps_abs, F, s):
+        """ADMM state ``(W, Z, Q, U1, U2)`` and penalty (None: choose from the data).
+
+        Cold start: ``Z = Proj_C(Y)``, everything else 0. From weights: ``W = Q``
+        the given weights and ``Z = Proj_C(X W)``; from a Result: also its
+        duals and penalty.
+        """
         dt, Na, M = self.dtype, self.X.shape[1], self.M
         P = self.X.shape[0]
         W = np.zeros((Na, M), dt)
         U1, U2 = np.zeros((P, M), dt), np.zeros((Na, M), dt)
+        Z = np.empty((P, M), dt)
         rho = None
         if isinstance(warm_start, Result):
             W[: self.N] = check_weights(warm_start.W, self.N, M, "warm_start.W", dtype=dt)
@@ -209,15 +238,34 @@ class _Problem:
             duals = warm_start.info.get("duals")
             rho = warm_start.info.get("rho")
             if duals is not None and rho is not None and duals[0].shape == U1.shape and duals[1].shape == U2.shape:
-                s = warm_start.info.get("s", 1.0)
                 U1[:] = duals[0] * self.c / rho
                 U2[:] = duals[1] / (rho * s)
             else:
                 rho = None
+        elif isinstance(warm_start, tuple):
+            if len(warm_start) != 2:
+                raise ShapeError(f"warm_start as a tuple must be (W, b), got {len(warm_start)} items")
+            W[: self.N] = check_weights(warm_start[0], self.N, M, "warm_start W", dtype=dt)
+            if self.intercept and warm_start[1] is not None:
+                b0 = check_array(warm_start[1], "warm_start b", ndim=1, dtype=dt)
+                if b0.shape != (M,):
+                    raise ShapeError(f"warm_start b must have shape ({M},), got {b0.shape}")
+                W[self.N] = b0
         elif warm_start is not None:
             W[: self.N] = check_weights(warm_start, self.N, M, "warm_start", dtype=dt)
-        Z = np.ascontiguousarray(self.X @ W)
+        if warm_start is None:
+            K.project(self.Y, self.Y, self.V, self.omega, eps_abs, self.mode, Z)
+        else:
+            K.project(np.ascontiguousarray(self.X @ W), self.Y, self.V, self.omega, eps_abs, self.mode, Z)
+        if rho is None:
+            rho = self.initial_rho(W if warm_start is not None else self.ridge(F, s, Z), s)
         return W, Z, W.copy(), U1, U2, rho
+
+    def initial_rho(self, W, s):
+        """Penalty from the weights' scale: the threshold ``1 / (s rho)`` starts at
+        ``RHO_SCALE`` times the root-mean-square of the penalized weights."""
+        rms = float(np.sqrt(np.mean(W[: self.N].astype(np.float64) ** 2)))
+        return 1.0 / (s * RHO_SCALE * rms) if rms > 0 else 1.0
 
     def solve(self, eps, warm_start, *, rho, tol, max_iter, alpha, check_every, s):
         t0 = time.perf_counter()
@@ -229,12 +277,12 @@ class _Problem:
                     f"eps={eps:g} is below the least-squares residual: no (W, b) fits Y that closely; "
                     f"the smallest feasible eps is {self.min_eps():.6g}"
                 )
-        W, Z, Q, U1, U2, rho_w = self.initial_state(warm_start)
-        rho0 = rho if rho is not None else (rho_w if rho_w is not None else 1.0)
         s = self.default_ratio if s is None else s
-        n_pen = self.N
+        F = self.inverse(s)
+        W, Z, Q, U1, U2, rho_w = self.initial_state(warm_start, eps_abs, F, s)
+        rho0 = rho if rho is not None else rho_w
         it, code, rho_end, hist = K.admm(
-            self.Ur, self.S, self.Vr, self.X, self.Y, self.V, self.omega, eps_abs, self.mode, n_pen,
+            self.X, F, self.wide, self.Y, self.V, self.omega, eps_abs, self.mode, self.N,
             W, Z, Q, U1, U2, float(rho0), s, alpha, tol, max_iter, check_every, max_iter // 2, 1e-4,
         )
         status = _STATUS[code]
@@ -254,8 +302,8 @@ class _Problem:
                           ConvergenceWarning, stacklevel=3)
         info = dict(
             eps=float(eps), eps_abs=eps_abs * self.c, violation=viol, halfspace_violation=hviol,
-            sparsity=float(np.mean(Wout == 0)), rho=float(rho_end), s=s, rho_trace=hist[:, 2].copy(),
-            duals=(rho_end * U1 / self.c, rho_end * s * U2), scale=self.c,
+            sparsity=float(np.mean(Wout == 0)), rho=float(rho_end), rho_initial=float(rho0), s=s,
+            rho_trace=hist[:, 2].copy(), duals=(rho_end * U1 / self.c, rho_end * s * U2), scale=self.c,
         )
         history = dict(primal_residual=hist[:, 0].copy(), dual_residual=hist[:, 1].copy(),
                        violation=hist[:, 3].copy())

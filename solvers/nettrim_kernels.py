@@ -1,16 +1,22 @@
 """Numba kernels of the Net-Trim ADMM (float32 and float64).
 
-The data are pre-scaled so that ``||X||_2 = 1`` and factorized once by a thin
-SVD ``X = U diag(S) V^T`` (rank ``r``). With penalties ``rho`` on the split
-``Z = X W`` and ``s * rho`` on the split ``Q = W``, the W-step
+The data are pre-scaled so that ``||X||_2 = 1``. With penalties ``rho`` on the
+split ``Z = X W`` and ``s * rho`` on the split ``Q = W``, the W-step
 
     W = argmin ||X W - A||_F^2 + s ||W - B||_F^2
 
-has the closed form ``W = B + V h`` with ``h = S (U^T A - S V^T B) / (S^2 + s)``
-(per row of the ``r``-space), and ``X W = U (S (V^T B + h))``. One iteration
-therefore costs four GEMMs (``U^T A``, ``V^T B``, ``V h``, ``U g``) plus fused
-elementwise work; ``rho`` and ``s`` can change at any time without
-refactorizing.
+is solved with one explicit inverse ``F`` computed once (``s`` is fixed,
+``rho`` is free to change without refactorizing):
+
+- tall data (``P >= N``): ``F = (X^T X + s I)^{-1}`` (N x N) and
+  ``W = F (X^T A + s B)``, ``X W`` by one more product;
+- wide data (``P < N``): ``F = (X X^T + s I)^{-1}`` (P x P), the Woodbury form
+  ``W = B + X^T H`` with ``H = F (A - X B)``, and ``X W = A - s H``.
+
+Either way an iteration costs the two products with ``X`` (``X^T (P x M)``
+and ``X (N x M)``) plus one product with the small inverse; everything else
+is fused into two elementwise passes over the ``P x M`` arrays and one over
+the ``N x M`` arrays.
 """
 from __future__ import annotations
 
@@ -48,29 +54,88 @@ def violation(R, Y, V, omega, eps_abs, mode):
     ``(R - V)_{Omega^c}`` (0 when none is positive).
     """
     P, M = R.shape
-    D = np.empty_like(R)
+    nb = M if mode == NEURON else 1
+    sq = np.zeros(nb, dtype=np.float64)
     worst = 0.0
     for p in range(P):
         for m in range(M):
             if omega[p, m]:
-                D[p, m] = R[p, m] - Y[p, m]
+                d = np.float64(R[p, m]) - Y[p, m]
+                sq[m if mode == NEURON else 0] += d * d
             else:
-                D[p, m] = 0.0
                 e = np.float64(R[p, m]) - V[p, m]
                 if e > worst:
                     worst = e
-    norms = ball_norms(D, omega, mode)
-    excess = np.maximum(norms - eps_abs, 0.0)
+    excess = np.maximum(np.sqrt(sq) - eps_abs, 0.0)
     return excess, worst
 
 
 @njit(cache=True)
-def _project_dual_update(XW, Z, U1, Y, V, omega, eps_abs, mode, alpha, Zold):
-    """Z-step and its dual step; returns ``||X W - Z_new||_F^2``.
+def project(v, Y, V, omega, eps_abs, mode, out):
+    """``out = Proj_C(v)``: Frobenius ball(s) of radius ``eps_abs`` around ``Y`` on Omega, ``min(v, V)`` off it."""
+    P, M = v.shape
+    nb = M if mode == NEURON else 1
+    sq = np.zeros(nb, dtype=np.float64)
+    for p in range(P):
+        for m in range(M):
+            if omega[p, m]:
+                d = np.float64(v[p, m]) - Y[p, m]
+                sq[m if mode == NEURON else 0] += d * d
+    gain = _gains(sq, eps_abs)
+    for p in range(P):
+        for m in range(M):
+            if omega[p, m]:
+                out[p, m] = Y[p, m] + (v[p, m] - Y[p, m]) * gain[m if mode == NEURON else 0]
+            else:
+                out[p, m] = min(v[p, m], V[p, m])
 
-    ``v = alpha X W + (1 - alpha) Z + U1``; ``Z = Proj_C(v)`` (Frobenius
-    ball(s) around ``Y`` on ``Omega``, ``min(v, V)`` on its complement);
-    ``U1 = v - Z``. ``Zold`` receives the previous ``Z``.
+
+@njit(cache=True)
+def _gains(sq, eps_abs):
+    """Radial shrink factors ``min(1, eps / ||d||)`` of the ball projection."""
+    gain = np.ones(sq.shape[0], dtype=np.float64)
+    for j in range(sq.shape[0]):
+        nrm = np.sqrt(sq[j])
+        if nrm > eps_abs[j]:
+            gain[j] = eps_abs[j] / nrm
+    return gain
+
+
+@njit(cache=True)
+def _w_step(X, F, wide, A, B, s, W, XW, T, H):
+    """``W = argmin ||X W - A||^2 + s ||W - B||^2`` and ``XW = X W`` (``T``, ``H``: scratch)."""
+    N, M = W.shape
+    if wide:
+        P = A.shape[0]
+        np.dot(X, B, XW)
+        for p in range(P):
+            for m in range(M):
+                XW[p, m] = A[p, m] - XW[p, m]
+        np.dot(F, XW, H)
+        np.dot(X.T, H, W)
+        for i in range(N):
+            for m in range(M):
+                W[i, m] += B[i, m]
+        for p in range(P):
+            for m in range(M):
+                XW[p, m] = A[p, m] - s * H[p, m]
+    else:
+        np.dot(X.T, A, T)
+        for i in range(N):
+            for m in range(M):
+                T[i, m] += s * B[i, m]
+        np.dot(F, T, W)
+        np.dot(X, W, XW)
+
+
+@njit(cache=True)
+def _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, check, dZ, dU):
+    """Relaxed Z-step and its dual step in two fused passes over ``P x M``.
+
+    ``v = alpha X W + (1 - alpha) Z + U1``, ``Z = Proj_C(v)``, ``U1 = v - Z``,
+    ``A = Z - U1`` (the next W-step's target). With ``check``, ``dZ`` and
+    ``dU`` receive the increments of ``Z`` and ``U1``. Returns
+    ``(||X W - Z||^2, ||X W||^2, ||Z||^2)``.
     """
     P, M = Z.shape
     nb = M if mode == NEURON else 1
@@ -78,17 +143,14 @@ def _project_dual_update(XW, Z, U1, Y, V, omega, eps_abs, mode, alpha, Zold):
     for p in range(P):
         for m in range(M):
             v = alpha * XW[p, m] + (1.0 - alpha) * Z[p, m] + U1[p, m]
-            Zold[p, m] = Z[p, m]
-            U1[p, m] = v  # holds v until the projection below
+            U1[p, m] = v  # holds v until the second pass
             if omega[p, m]:
                 d = np.float64(v - Y[p, m])
                 sq[m if mode == NEURON else 0] += d * d
-    gain = np.ones(nb, dtype=np.float64)
-    for j in range(nb):
-        nrm = np.sqrt(sq[j])
-        if nrm > eps_abs[j]:
-            gain[j] = eps_abs[j] / nrm
+    gain = _gains(sq, eps_abs)
     res = 0.0
+    nxw = 0.0
+    nz = 0.0
     for p in range(P):
         for m in range(M):
             v = U1[p, m]
@@ -96,26 +158,37 @@ def _project_dual_update(XW, Z, U1, Y, V, omega, eps_abs, mode, alpha, Zold):
                 z = Y[p, m] + (v - Y[p, m]) * gain[m if mode == NEURON else 0]
             else:
                 z = min(v, V[p, m])
+            xw = XW[p, m]
+            if check:
+                dZ[p, m] = z - Z[p, m]
+                dU[p, m] = alpha * xw + (1.0 - alpha) * Z[p, m] - z
             Z[p, m] = z
             U1[p, m] = v - z
-            r = np.float64(XW[p, m] - z)
+            A[p, m] = 2.0 * z - v
+            r = np.float64(xw - z)
             res += r * r
-    return res
+            nxw += np.float64(xw) * xw
+            nz += np.float64(z) * z
+    return res, nxw, nz
 
 
 @njit(cache=True)
-def _shrink_dual_update(W, Q, U2, n_pen, thresh, alpha, Qold):
-    """Q-step and its dual step; returns ``||W - Q_new||_F^2``.
+def _q_step(W, Q, U2, B, n_pen, thresh, alpha, check, dQ):
+    """Relaxed Q-step (soft threshold) and its dual step in one pass over ``N x M``.
 
     ``v = alpha W + (1 - alpha) Q + U2``; rows ``< n_pen`` are soft-thresholded
-    by ``thresh``, the rest (the intercept) are copied; ``U2 = v - Q``.
+    by ``thresh``, the rest (the intercept) are copied; ``U2 = v - Q``,
+    ``B = Q - U2``. Returns ``(||W - Q||^2, ||W||^2, ||Q||^2, ||U2||^2)``.
     """
     N, M = Q.shape
     res = 0.0
+    nw = 0.0
+    nq = 0.0
+    nu = 0.0
     for i in range(N):
         for m in range(M):
-            v = alpha * W[i, m] + (1.0 - alpha) * Q[i, m] + U2[i, m]
-            Qold[i, m] = Q[i, m]
+            w = W[i, m]
+            v = alpha * w + (1.0 - alpha) * Q[i, m] + U2[i, m]
             if i < n_pen:
                 if v > thresh:
                     q = v - thresh
@@ -125,35 +198,32 @@ def _shrink_dual_update(W, Q, U2, n_pen, thresh, alpha, Qold):
                     q = 0.0
             else:
                 q = v
+            if check:
+                dQ[i, m] = q - Q[i, m]
             Q[i, m] = q
             U2[i, m] = v - q
-            r = np.float64(W[i, m] - q)
+            B[i, m] = 2.0 * q - v
+            r = np.float64(w - q)
             res += r * r
-    return res
+            nw += np.float64(w) * w
+            nq += np.float64(q) * q
+            nu += np.float64(v - q) * (v - q)
+    return res, nw, nq, nu
 
 
 @njit(cache=True)
-def _sub(A, B, out):
-    n, m = A.shape
+def _rescale(U, S, D, inv):
+    """``U *= inv`` and ``D = S - U`` (duals after a change of rho)."""
+    n, m = U.shape
     for i in range(n):
         for j in range(m):
-            out[i, j] = A[i, j] - B[i, j]
-
-
-@njit(cache=True)
-def _fro2(A):
-    s = 0.0
-    n, m = A.shape
-    for i in range(n):
-        for j in range(m):
-            x = np.float64(A[i, j])
-            s += x * x
-    return s
+            U[i, j] *= inv
+            D[i, j] = S[i, j] - U[i, j]
 
 
 @njit(cache=True)
 def _support_value(d, Y, V, omega, eps_abs, mode):
-    """Support function ``sup_{Z in C} <d, Z>`` of the constraint set (inf if unbounded)."""
+    """Support function ``sup_{Z in C} <d, Z>`` of the constraint set; ``inf`` if some ``d`` on Omega^c is < 0."""
     P, M = d.shape
     nb = M if mode == NEURON else 1
     sq = np.zeros(nb, dtype=np.float64)
@@ -164,6 +234,8 @@ def _support_value(d, Y, V, omega, eps_abs, mode):
             if omega[p, m]:
                 val += x * Y[p, m]
                 sq[m if mode == NEURON else 0] += x * x
+            elif x < 0.0:
+                return np.inf
             else:
                 val += x * V[p, m]
     for j in range(nb):
@@ -172,104 +244,77 @@ def _support_value(d, Y, V, omega, eps_abs, mode):
 
 
 @njit(cache=True)
-def admm(Ur, S, Vr, X, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
+def _fro(A):
+    s = 0.0
+    n, m = A.shape
+    for i in range(n):
+        for j in range(m):
+            x = np.float64(A[i, j])
+            s += x * x
+    return np.sqrt(s)
+
+
+@njit(cache=True)
+def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
          rho, s, alpha, tol, max_iter, check_every, adapt_until, tol_inf):
     """Run the Net-Trim ADMM from the given state (updated in place).
 
     Returns ``(iterations, status_code, rho, hist)`` with status 0 optimal,
     1 iteration limit, 2 primal infeasibility certificate found;
     ``hist[k] = (primal residual, dual residual or -1, rho, sparse-iterate
-    violation or -1)`` (relative quantities).
+    violation or -1)`` (relative quantities; the dual residual every
+    ``check_every`` iterations, the violation only once the residuals meet
+    ``tol``).
     """
     P, M = Z.shape
     N = W.shape[0]
-    r = S.shape[0]
-    dt = W.dtype
-    A = np.empty_like(Z)
-    B = np.empty_like(W)
-    c = np.empty((r, M), dtype=dt)
-    e = np.empty((r, M), dtype=dt)
-    g = np.empty((r, M), dtype=dt)
+    A = Z - U1
+    B = Q - U2
     XW = np.empty_like(Z)
-    Zold = np.empty_like(Z)
-    Qold = np.empty_like(W)
-    U1prev = np.empty_like(Z)
-    R = np.empty_like(Z)
+    T = np.empty_like(W)
+    H = np.empty_like(Z) if wide else np.empty((0, M), dtype=Z.dtype)
+    dZ = np.empty_like(Z)
+    dU = np.empty_like(Z)
+    dQ = np.empty_like(W)
     hist = np.full((max_iter, 4), -1.0)
-    UrT = Ur.T
-    VrT = Vr.T
-    nY = np.sqrt(_fro2(Y))
+    nY = max(_fro(Y), 1e-30)
     status = 1
     it = 0
     for it in range(1, max_iter + 1):
-        # W-step in the r-space of the SVD
-        _sub(Z, U1, A)
-        _sub(Q, U2, B)
-        np.dot(UrT, A, c)
-        np.dot(VrT, B, e)
-        for k in range(r):
-            sk = S[k]
-            den = sk * sk + s
-            for m in range(M):
-                h = sk * (c[k, m] - sk * e[k, m]) / den
-                c[k, m] = h
-                g[k, m] = sk * (e[k, m] + h)
-        np.dot(Vr, c, W)
-        for i in range(N):
-            for m in range(M):
-                W[i, m] += B[i, m]
-        np.dot(Ur, g, XW)
+        _w_step(X, F, wide, A, B, s, W, XW, T, H)
         check = it % check_every == 0 or it == max_iter
-        if check:
-            U1prev[:, :] = U1
-        rp1 = _project_dual_update(XW, Z, U1, Y, V, omega, eps_abs, mode, alpha, Zold)
-        rp2 = _shrink_dual_update(W, Q, U2, n_pen, 1.0 / (rho * s), alpha, Qold)
-        scale_p = max(np.sqrt(_fro2(XW) + _fro2(W)), np.sqrt(_fro2(Z) + _fro2(Q)), 1e-30)
-        rpri = np.sqrt(rp1 + rp2) / scale_p
+        rz, nxw, nz = _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, check, dZ, dU)
+        rq, nw, nq, nu = _q_step(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha, check, dQ)
+        rpri = np.sqrt(rz + rq) / max(np.sqrt(nxw + nw), np.sqrt(nz + nq), 1e-30)
         hist[it - 1, 0] = rpri
         hist[it - 1, 2] = rho
         if not check:
             continue
-        # exact dual residual rho * (X^T dZ + s dQ), measured in the r-space and its complement
-        _sub(Z, Zold, A)
-        _sub(Q, Qold, B)
-        np.dot(UrT, A, c)
-        np.dot(VrT, B, e)
+        # dual residual rho (X^T dZ + s dQ), relative to the dual variable s rho U2
+        np.dot(X.T, dZ, T)
         d2 = 0.0
-        for k in range(r):
+        for i in range(N):
             for m in range(M):
-                x = np.float64(S[k] * c[k, m])
-                d2 += x * x + 2.0 * s * x * e[k, m]
-        d2 += s * s * _fro2(B)
-        rdual = np.sqrt(max(d2, 0.0)) / max(s * np.sqrt(_fro2(U2)), 1e-30)
+                x = np.float64(T[i, m] + s * dQ[i, m])
+                d2 += x * x
+        rdual = np.sqrt(d2) / max(s * np.sqrt(nu), 1e-30)
         hist[it - 1, 1] = rdual
-        # violation of the exactly sparse iterate Q
-        np.dot(X, Q, R)
-        exc, worst = violation(R, Y, V, omega, eps_abs, mode)
-        viol = max(np.sqrt(np.sum(exc * exc)) / max(nY, 1e-30), worst / max(nY, 1e-30))
-        hist[it - 1, 3] = viol
-        if rpri <= tol and rdual <= tol and viol <= tol:
-            status = 0
-            break
-        # infeasibility certificate: d = dU1 with X^T d ~ 0 and sigma_C(d) < 0
-        _sub(U1, U1prev, A)
-        nd = np.sqrt(_fro2(A))
+        if rpri <= tol and rdual <= tol:
+            # violation of the exactly sparse iterate Q
+            np.dot(X, Q, dZ)
+            exc, worst = violation(dZ, Y, V, omega, eps_abs, mode)
+            viol = max(np.sqrt(np.sum(exc * exc)), worst) / nY
+            hist[it - 1, 3] = viol
+            if viol <= tol:
+                status = 0
+                break
+        # infeasibility certificate: d = dU1 with sup_{Z in C} <d, Z> < 0 and X^T d ~ 0
+        nd = _fro(dU)
         if nd > 0.0:
-            dmin = 0.0
-            for p in range(P):
-                for m in range(M):
-                    if not omega[p, m] and A[p, m] < dmin:
-                        dmin = A[p, m]
-            np.dot(UrT, A, c)
-            xtd = 0.0
-            for k in range(r):
-                for m in range(M):
-                    x = np.float64(S[k] * c[k, m])
-                    xtd += x * x
-            xtd = np.sqrt(xtd)
-            if xtd <= tol_inf * nd and dmin >= -tol_inf * nd:
-                sup = _support_value(A, Y, V, omega, eps_abs, mode)
-                if sup < -tol_inf * nd * (nY + 10.0 * np.sqrt(_fro2(W))):
+            sup = _support_value(dU, Y, V, omega, eps_abs, mode)
+            if sup < -tol_inf * nd * (nY + 10.0 * _fro(W)):
+                np.dot(X.T, dU, T)
+                if _fro(T) <= tol_inf * nd:
                     status = 2
                     break
         # residual balancing: rho only enters the threshold and the scaled duals
@@ -278,30 +323,30 @@ def admm(Ur, S, Vr, X, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
             if ratio > 5.0 or ratio < 0.2:
                 ratio = min(max(ratio, 1e-3), 1e3)
                 rho *= ratio
-                inv = 1.0 / ratio
-                for p in range(P):
-                    for m in range(M):
-                        U1[p, m] *= inv
-                for i in range(N):
-                    for m in range(M):
-                        U2[i, m] *= inv
+                _rescale(U1, Z, A, 1.0 / ratio)
+                _rescale(U2, Q, B, 1.0 / ratio)
     return it, status, rho, hist[:it]
 
 
 @register
 def _warmup(dtype):
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((6, 3)).astype(dtype)
-    Ur, S, VrT = np.linalg.svd(X, full_matrices=False)
     Y = np.maximum(rng.standard_normal((6, 2)), 0).astype(dtype)
     omega = Y > 0
     eps = np.array([0.1, 0.1])
-    for mode in (LAYER, NEURON):
-        W = np.zeros((3, 2), dtype)
-        Q = np.zeros((3, 2), dtype)
-        U2 = np.zeros((3, 2), dtype)
-        Z = np.zeros((6, 2), dtype)
-        U1 = np.zeros((6, 2), dtype)
-        admm(Ur, S, np.ascontiguousarray(VrT.T), X, Y, np.zeros_like(Y), omega, eps, mode, 2,
-             W, Z, Q, U1, U2, 1.0, 1.0, 1.6, 1e-4, 3, 2, 3, 1e-4)
-        violation(X @ W, Y, np.zeros_like(Y), omega, eps, mode)
+    for P in (6, 2):  # tall and wide
+        X = rng.standard_normal((P, 3)).astype(dtype)
+        Yp = np.ascontiguousarray(Y[:P])
+        wide = P < 3
+        G = X @ X.T if wide else X.T @ X
+        F = np.linalg.inv(G + np.eye(G.shape[0], dtype=dtype)).astype(dtype)
+        for mode in (LAYER, NEURON):
+            W = np.zeros((3, 2), dtype)
+            Q = np.zeros((3, 2), dtype)
+            U2 = np.zeros((3, 2), dtype)
+            Z = np.zeros((P, 2), dtype)
+            U1 = np.zeros((P, 2), dtype)
+            admm(X, F, wide, Yp, np.zeros_like(Yp), omega[:P], eps, mode, 2,
+                 W, Z, Q, U1, U2, 1.0, 1.0, 1.6, 1e-4, 3, 2, 3, 1e-4)
+            violation(X @ W, Yp, np.zeros_like(Yp), omega[:P], eps, mode)
+            project(X @ W, Yp, np.zeros_like(Yp), omega[:P], eps, mode, Z)

