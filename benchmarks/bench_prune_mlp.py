@@ -13,7 +13,7 @@ the Erdős–Rényi-kernel rule (small layers denser; the split is printed), and
 magnitude with uniform per-layer sparsity for comparison with the published
 uniform-sparsity references.
 
-Usage: ``python benchmarks/bench_prune_mlp.py [--repeats 1] [--sparsities 0.9 0.95 0.98]``
+Usage: ``python benchmarks/bench_prune_mlp.py [--repeats 1] [--sparsities 0.9 0.95 0.98] [--methods ...]``
 """
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def run(args):
         split = erk_sparsity(base, s)
         print(f"ERK split at {s:.0%}: " + ", ".join(f"layer {n}: {v:.3f}" for n, v in split.items()))
         for label, cfg in METHODS.items():
+            if args.methods and label not in args.methods:
+                continue
             cfg = dict(cfg)
             per_layer = s if cfg.pop("uniform", False) else split
             times, model, report = [], None, None
@@ -90,6 +92,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95, 0.98])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="subset of methods (default: all)")
     args = parser.parse_args()
     with limit_threads(args.threads):
         run(args)

@@ -267,7 +267,14 @@ class _Problem:
             U2[:] = g / (rho * s)
             if v == "2":
                 U1[:] = -(self.X @ (F @ g)) / rho if not self.wide else -(F @ (self.X @ g)) / rho
-        return W, Z, W.copy(), U1, U2, rho
+        Q = W.copy()
+        if warm_start is not None and not isinstance(warm_start, Result) and v in "34":
+            th = 1.0 / (rho * s)
+            Q[: self.N] = np.sign(W[: self.N]) * np.maximum(np.abs(W[: self.N]) - th, 0)
+            U2[:] = W - Q
+            if v == "4":
+                U1[:] = -s * (self.X @ (F @ U2))
+        return W, Z, Q, U1, U2, rho
 
     def initial_rho(self, W, s):
         """Penalty from the weights' scale: the threshold ``1 / (s rho)`` starts at

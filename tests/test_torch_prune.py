@@ -129,7 +129,7 @@ def test_cnn_with_batchnorm_residual_and_depthwise(data):
     X, y, Xt, yt = digits()
     calib = loader(X[:300], y[:300])
     for method, target in (("magnitude", dict(sparsity=0.5)), ("lasso", dict(sparsity=0.5)),
-                           ("nettrim", dict(eps=0.1))):
+                           ("nettrim", dict(eps=0.1, max_iter=1000))):  # capped ADMM: speed
         model = trained("cnn")
         dense_acc = accuracy(model, Xt, yt)
         bn_before = _state(model[1])

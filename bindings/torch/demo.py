@@ -32,7 +32,11 @@ SPARSITIES = (0.9, 0.95, 0.98)
 N_CALIB, N_CALIB_QUICK = 2000, 300
 #: quick run: fewer iterations for the iterative nonconvex methods (the quick
 #: run shows that everything works end to end, its accuracies are not the point)
-QUICK_OPTIONS = {"feta": dict(outer_iter=3, search_iter=1, polish_iter=3), "iht": dict(max_iter=30)}
+QUICK_OPTIONS = {
+    "feta": dict(outer_iter=3, search_iter=1, polish_iter=3),
+    "iht": dict(max_iter=30),
+    "nettrim": dict(tol=1e-3, max_iter=300),
+}
 #: one epoch of masked fine-tuning over the 4,000 training images
 FINE_TUNE_LR, FINE_TUNE_BATCH = 1e-3, 64
 

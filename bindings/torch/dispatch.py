@@ -16,7 +16,9 @@ feta           rows          ``feta`` on post-ReLU targets; a layer without ReLU
 =============  ============  ==========================================================
 
 Squared-loss methods match the dense pre-activation ``Y``; ``refit`` is the
-least-squares fit on the solver's support, which can only lower that loss.
+least-squares fit on the solver's support, which can only lower that loss. A
+layer with target sparsity 0 keeps every weight: no solver runs, only the
+refit (so in the cascade scheme a dense layer still adapts to pruned inputs).
 """
 from __future__ import annotations
 
