@@ -175,8 +175,22 @@ class _Problem:
         else:
             self.omega = np.ones(Y.shape, dtype=np.bool_)
             self.V = np.zeros_like(self.Y)
-        self.ynorm = np.sqrt(np.sum(Y.astype(np.float64) ** 2, axis=0))  # per column, unscaled
-        self.ynorm_total = float(np.sqrt(np.sum(self.ynorm**2)))
+        ynorm = np.sqrt(np.sum(Y.astype(np.float64) ** 2, axis=0))  # per column, unscaled
+        self.ynorm_total = float(np.sqrt(np.sum(ynorm**2)))
+        # A ReLU column with no active sample only asks X w + b <= V: w = 0 is optimal (objective 0)
+        # when feasible, with b = min V; solving it exactly keeps these degenerate columns (dead
+        # neurons, whose optimal b is not unique) out of the ADMM, where they converge slowly.
+        trivial = np.zeros(M, dtype=np.bool_)
+        if relu:
+            trivial = ~self.omega.any(axis=0) & (self.intercept | (self.V >= 0).all(axis=0))
+        self.M_full = M
+        self.cols = np.flatnonzero(~trivial)
+        self.b_trivial = self.V[:, trivial].min(axis=0) * self.c if self.intercept else None
+        self.trivial = trivial
+        self.M = len(self.cols)
+        if trivial.any():
+            self.Y, self.V, self.omega = (np.ascontiguousarray(a[:, self.cols]) for a in (self.Y, self.V, self.omega))
+        self.ynorm = ynorm[self.cols]
 
     def inverse(self, s):
         """The W-step operator ``(X^T X + s I)^{-1}`` (tall) or ``(X X^T + s I)^{-1}`` (wide), cached."""
@@ -225,61 +239,46 @@ class _Problem:
         the given weights and ``Z = Proj_C(X W)``; from a Result: also its
         duals and penalty.
         """
-        dt, Na, M = self.dtype, self.X.shape[1], self.M
+        dt, Na, M, Mf, cols = self.dtype, self.X.shape[1], self.M, self.M_full, self.cols
         P = self.X.shape[0]
         W = np.zeros((Na, M), dt)
         U1, U2 = np.zeros((P, M), dt), np.zeros((Na, M), dt)
         Z = np.empty((P, M), dt)
         rho = None
         if isinstance(warm_start, Result):
-            W[: self.N] = check_weights(warm_start.W, self.N, M, "warm_start.W", dtype=dt)
+            W[: self.N] = check_weights(warm_start.W, self.N, Mf, "warm_start.W", dtype=dt)[:, cols]
             if self.intercept and warm_start.b is not None:
-                W[self.N] = warm_start.b
+                W[self.N] = warm_start.b[cols]
             duals = warm_start.info.get("duals")
             rho = warm_start.info.get("rho")
-            if duals is not None and rho is not None and duals[0].shape == U1.shape and duals[1].shape == U2.shape:
-                U1[:] = duals[0] * self.c / rho
-                U2[:] = duals[1] / (rho * s)
+            if duals is not None and rho is not None and duals[0].shape == (P, Mf) and duals[1].shape == (Na, Mf):
+                U1[:] = duals[0][:, cols] * self.c / rho
+                U2[:] = duals[1][:, cols] / (rho * s)
             else:
                 rho = None
         elif isinstance(warm_start, tuple):
             if len(warm_start) != 2:
                 raise ShapeError(f"warm_start as a tuple must be (W, b), got {len(warm_start)} items")
-            W[: self.N] = check_weights(warm_start[0], self.N, M, "warm_start W", dtype=dt)
+            W[: self.N] = check_weights(warm_start[0], self.N, Mf, "warm_start W", dtype=dt)[:, cols]
             if self.intercept and warm_start[1] is not None:
                 b0 = check_array(warm_start[1], "warm_start b", ndim=1, dtype=dt)
-                if b0.shape != (M,):
-                    raise ShapeError(f"warm_start b must have shape ({M},), got {b0.shape}")
-                W[self.N] = b0
+                if b0.shape != (Mf,):
+                    raise ShapeError(f"warm_start b must have shape ({Mf},), got {b0.shape}")
+                W[self.N] = b0[cols]
         elif warm_start is not None:
-            W[: self.N] = check_weights(warm_start, self.N, M, "warm_start", dtype=dt)
+            W[: self.N] = check_weights(warm_start, self.N, Mf, "warm_start", dtype=dt)[:, cols]
         if warm_start is None:
             K.project(self.Y, self.Y, self.V, self.omega, eps_abs, self.mode, Z)
         else:
             K.project(np.ascontiguousarray(self.X @ W), self.Y, self.V, self.omega, eps_abs, self.mode, Z)
         if rho is None:
             rho = self.initial_rho(W if warm_start is not None else self.ridge(F, s, Z), s)
-        import os
-        v = os.environ.get("NTV", "0")
-        if warm_start is not None and not isinstance(warm_start, Result) and v != "0":
-            g = np.sign(W)
-            g[self.N:] = 0
-            U2[:] = g / (rho * s)
-            if v == "2":
-                U1[:] = -(self.X @ (F @ g)) / rho if not self.wide else -(F @ (self.X @ g)) / rho
-        Q = W.copy()
-        if warm_start is not None and not isinstance(warm_start, Result) and v in "34":
-            th = 1.0 / (rho * s)
-            Q[: self.N] = np.sign(W[: self.N]) * np.maximum(np.abs(W[: self.N]) - th, 0)
-            U2[:] = W - Q
-            if v == "4":
-                U1[:] = -s * (self.X @ (F @ U2))
-        return W, Z, Q, U1, U2, rho
+        return W, Z, W.copy(), U1, U2, rho
 
     def initial_rho(self, W, s):
         """Penalty from the weights' scale: the threshold ``1 / (s rho)`` starts at
         ``RHO_SCALE`` times the root-mean-square of the penalized weights."""
-        rms = float(np.sqrt(np.mean(W[: self.N].astype(np.float64) ** 2)))
+        rms = float(np.sqrt(np.mean(W[: self.N].astype(np.float64) ** 2))) if W.size else 0.0
         return 1.0 / (s * RHO_SCALE * rms) if rms > 0 else 1.0
 
     def solve(self, eps, warm_start, *, rho, tol, max_iter, alpha, check_every, s):
@@ -296,13 +295,21 @@ class _Problem:
         F = self.inverse(s)
         W, Z, Q, U1, U2, rho_w = self.initial_state(warm_start, eps_abs, F, s)
         rho0 = rho if rho is not None else rho_w
-        it, code, rho_end, hist = K.admm(
-            self.X, F, self.wide, self.Y, self.V, self.omega, eps_abs, self.mode, self.N,
-            W, Z, Q, U1, U2, float(rho0), s, alpha, tol, max_iter, check_every, max_iter // 2, 1e-4,
-        )
+        if self.M == 0:  # every column is trivial
+            it, code, rho_end, hist = 0, 0, rho0, np.zeros((0, 4))
+        else:
+            it, code, rho_end, hist = K.admm(
+                self.X, F, self.wide, self.Y, self.V, self.omega, eps_abs, self.mode, self.N,
+                W, Z, Q, U1, U2, float(rho0), s, alpha, tol, max_iter, check_every, max_iter // 2, 1e-4,
+            )
         status = _STATUS[code]
-        Wout = np.ascontiguousarray(Q[: self.N])
-        b = Q[self.N].copy() if self.intercept else None
+        Wout = np.zeros((self.N, self.M_full), self.dtype)
+        Wout[:, self.cols] = Q[: self.N]
+        b = None
+        if self.intercept:
+            b = np.empty(self.M_full, self.dtype)
+            b[self.cols] = Q[self.N]
+            b[self.trivial] = self.b_trivial
         R = self.X @ Q
         exc, worst = K.violation(R, self.Y, self.V, self.omega, eps_abs, self.mode)
         scale = self.ynorm_total / self.c if self.ynorm_total > 0 else 1.0
@@ -318,12 +325,22 @@ class _Problem:
         info = dict(
             eps=float(eps), eps_abs=eps_abs * self.c, violation=viol, halfspace_violation=hviol,
             sparsity=float(np.mean(Wout == 0)), rho=float(rho_end), rho_initial=float(rho0), s=s,
-            rho_trace=hist[:, 2].copy(), duals=(rho_end * U1 / self.c, rho_end * s * U2), scale=self.c,
+            rho_trace=hist[:, 2].copy(), duals=self._full_duals(rho_end * U1 / self.c, rho_end * s * U2), scale=self.c,
         )
         history = dict(primal_residual=hist[:, 0].copy(), dual_residual=hist[:, 1].copy(),
                        violation=hist[:, 3].copy())
         return Result(W=Wout, b=b, status=status, objective=float(np.abs(Wout).astype(np.float64).sum()),
                       iterations=int(it), time=time.perf_counter() - t0, history=history, info=info)
+
+
+    def _full_duals(self, y1, y2):
+        """Dual variables padded with zeros for the trivial columns."""
+        out = []
+        for y in (y1, y2):
+            full = np.zeros((y.shape[0], self.M_full), y.dtype)
+            full[:, self.cols] = y
+            out.append(full)
+        return tuple(out)
 
 
 def _solve_sparsity(prob, sparsity, warm_start, opts):
@@ -338,7 +355,7 @@ def _solve_sparsity(prob, sparsity, warm_start, opts):
         return res
 
     lo = max(prob.min_eps() * (1 + 1e-6), 1e-4)
-    size = prob.N * prob.M
+    size = prob.N * prob.M_full
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res, t, trace = bisect_sparsity(solve, sparsity, lo, 1.0, count_tol=max(1, size // 200), max_solves=30)
