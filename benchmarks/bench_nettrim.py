@@ -2,12 +2,18 @@
 
 (a) 2,000 samples, first 100 output neurons, eps = 0.05: cvxpy + SCS (and
     Clarabel with --clarabel) against ``nettrim``: objective, violation, time.
+    Goal: objective within 1e-3 of the cvxpy optimum, feasible to 1e-3,
+    at least 30x faster than SCS. One thread for every solver.
 (b) the full layer (4,000 samples, 300 neurons): ``nettrim`` time and peak
-    memory, measured in a fresh subprocess.
-(c) time per ADMM iteration vs the time of its four unavoidable GEMMs.
+    memory in a fresh subprocess, with two BLAS threads (both cores of the
+    reference machine). Goal: under 10 s and under 2 GiB.
+(c) time per plain ADMM iteration vs the time of its two unavoidable
+    products ``X @ W`` and ``X^T @ Z`` (one thread). Goal: ratio <= 1.5.
 
-Every part runs with one BLAS / torch thread (``limit_threads(1)``;
-the subprocess of (b) also sets OMP_NUM_THREADS=1), so peers compare fairly.
+``nettrim`` runs at ``tol=1e-3``: relative primal and dual residuals and the
+relative constraint violation of the returned sparse W all below 1e-3, which
+is the accuracy the goal asks for (the objective lands far closer; see the
+gap column).
 
     python benchmarks/bench_nettrim.py [--quick] [--clarabel] [--repeats 3]
 """
@@ -30,11 +36,13 @@ from layertrim.solvers import nettrim_kernels as K
 from layertrim.solvers.nettrim import _Problem
 
 EPS = 0.05
+TOL = 1e-3
+FULL_THREADS = 2
 
 
 def violation(X, Y, W, b, eps):
     """Relative ball excess and half-space violation of (W, b) in float64."""
-    out = X @ W + b
+    out = X @ np.asarray(W, np.float64) + np.asarray(b, np.float64)
     mask = Y > 0
     excess = max(np.linalg.norm(np.where(mask, out - Y, 0)) - eps * np.linalg.norm(Y), 0.0)
     half = max(float(np.max(np.where(mask, -np.inf, out))), 0.0)
@@ -53,31 +61,36 @@ def median_time(fn, repeats):
 def part_a(args):
     X, Y, _, _ = layer_problem(0, n_samples=2000, post_relu=True)
     Y = np.ascontiguousarray(Y[:, :100])
-    rows = []
-    t_nt, res = median_time(lambda: nettrim(X, Y, eps=EPS, tol=1e-4), args.repeats)
-    nt_row = ("nettrim (float64)", res.objective, res.info["violation"] + res.info["halfspace_violation"], t_nt)
-    t32, res32 = median_time(lambda: nettrim(X.astype(np.float32), Y.astype(np.float32), eps=EPS, tol=1e-4),
-                             args.repeats)
-    nt32_row = ("nettrim (float32)", res32.objective, violation(X, Y, res32.W.astype(float), res32.b.astype(float), EPS), t32)
     refs = []
     if not args.quick:
         t = time.perf_counter()
         W, b, obj = reference.nettrim(X, Y, EPS, solver="scs", tol=1e-6, max_iters=200000)
-        refs.append(("cvxpy + SCS", obj, violation(X, Y, W, b, EPS), time.perf_counter() - t))
+        refs.append(("cvxpy + SCS", obj, violation(X, Y, W, b, EPS), time.perf_counter() - t, "-"))
     if args.clarabel:
         t = time.perf_counter()
         W, b, obj = reference.nettrim(X, Y, EPS, solver="clarabel", tol=1e-8)
-        refs.append(("cvxpy + Clarabel", obj, violation(X, Y, W, b, EPS), time.perf_counter() - t))
-    rows = refs + [nt_row, nt32_row]
+        refs.append(("cvxpy + Clarabel", obj, violation(X, Y, W, b, EPS), time.perf_counter() - t, "-"))
+    ours = []
+    for dtype in (np.float64, np.float32):
+        Xd, Yd = X.astype(dtype), Y.astype(dtype)
+        t, res = median_time(lambda: nettrim(Xd, Yd, eps=EPS, tol=TOL), args.repeats)
+        ours.append((f"nettrim ({np.dtype(dtype).name})", res.objective, violation(X, Y, res.W, res.b, EPS), t,
+                     f"{res.iterations} {res.status}"))
     best = refs[-1][1] if refs else None
-    print(f"\n(a) layer 1, P=2000, N=784, M=100, eps={EPS} (iterations: float64 {res.iterations}, "
-          f"float32 {res32.iterations}; status {res.status})")
-    print(f"{'method':20s} {'||W||_1':>12s} {'rel.obj.gap':>12s} {'violation':>10s} {'time [s]':>9s} {'speed-up':>9s}")
+    print(f"\n(a) layer 1, P=2000, N=784, M=100, eps={EPS}, nettrim tol={TOL:g}, 1 thread, median of "
+          f"{args.repeats} (cvxpy once)")
+    print(f"{'method':20s} {'||W||_1':>12s} {'rel.obj.gap':>12s} {'violation':>10s} {'time [s]':>9s} "
+          f"{'vs SCS':>8s}  iterations")
     t_scs = refs[0][3] if refs else None
-    for name, obj, viol, t in rows:
+    for name, obj, viol, t, its in refs + ours:
         gap = f"{abs(obj - best) / best:12.2e}" if best else f"{'-':>12s}"
-        ratio = f"{t_scs / t:8.1f}x" if t_scs else f"{'-':>9s}"
-        print(f"{name:20s} {obj:12.6g} {gap} {viol:10.2e} {t:9.3f} {ratio}")
+        ratio = f"{t_scs / t:7.1f}x" if t_scs else f"{'-':>8s}"
+        print(f"{name:20s} {obj:12.6g} {gap} {viol:10.2e} {t:9.3f} {ratio}  {its}")
+    if refs:
+        for name, obj, viol, t, _ in ours:
+            ok = t_scs / t >= 30 and abs(obj - best) / best <= 1e-3 and viol <= 1e-3
+            print(f"goal (a) {name}: >= 30x SCS, gap <= 1e-3, violation <= 1e-3: {'met' if ok else 'NOT met'} "
+                  f"({t_scs / t:.1f}x, {abs(obj - best) / best:.1e}, {viol:.1e}; gap against {refs[-1][0]})")
 
 
 _CHILD = r"""
@@ -88,75 +101,87 @@ from layertrim.solvers import nettrim, warmup
 warmup()
 data = np.load(sys.argv[1])
 X, Y = data["X"].astype(sys.argv[2]), data["Y"].astype(sys.argv[2])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with threadpool_limits(1):
+threads, tol = int(sys.argv[3]), float(sys.argv[4])
+with threadpool_limits(threads):
     tracemalloc.start()
     t = time.perf_counter()
-    res = nettrim(X, Y, eps=0.05, tol=1e-4)
+    res = nettrim(X, Y, eps=0.05, tol=tol)
     t = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(time=t, peak=peak, rss=rss * 1024, base=base * 1024, it=res.iterations,
-                      status=res.status, obj=res.objective, viol=max(res.info["violation"], res.info["halfspace_violation"]),
-                      sparsity=res.sparsity)))
+print(json.dumps(dict(time=t, peak=peak, rss=rss * 1024, it=res.iterations, status=res.status, obj=res.objective,
+                      viol=max(res.info["violation"], res.info["halfspace_violation"]), sparsity=res.sparsity)))
 """
 
 
 def part_b(args):
     X, Y, _, _ = layer_problem(0, n_samples=4000, post_relu=True)
-    print("\n(b) full layer 1, P=4000, N=784, M=300, eps=0.05 (fresh subprocess, 1 thread)")
+    print(f"\n(b) full layer 1, P=4000, N=784, M=300, eps={EPS}, tol={TOL:g} "
+          f"(fresh subprocess, {FULL_THREADS} BLAS threads, median of {args.repeats})")
     print(f"{'dtype':8s} {'time [s]':>9s} {'iters':>6s} {'status':>8s} {'||W||_1':>10s} {'violation':>10s} "
           f"{'sparsity':>9s} {'tracemalloc peak':>17s} {'max RSS':>9s}")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "layer.npz")
         np.savez(path, X=X, Y=Y)
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        n = str(FULL_THREADS)
+        env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n, NUMBA_NUM_THREADS=n)
         for dtype in ("float64", "float32"):
             runs = []
             for _ in range(args.repeats):
-                out = subprocess.run([sys.executable, "-c", _CHILD, path, dtype], env=env,
+                out = subprocess.run([sys.executable, "-c", _CHILD, path, dtype, n, str(TOL)], env=env,
                                      capture_output=True, text=True, check=True)
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = sorted(runs, key=lambda d: d["time"])[len(runs) // 2]
             print(f"{dtype:8s} {r['time']:9.2f} {r['it']:6d} {r['status']:>8s} {r['obj']:10.5g} {r['viol']:10.2e} "
                   f"{r['sparsity']:9.3f} {r['peak'] / 2**20:13.0f} MiB {r['rss'] / 2**20:5.0f} MiB")
+            ok = r["time"] < 10 and r["rss"] < 2 * 2**30 and r["status"] == "optimal"
+            print(f"goal (b) {dtype}: optimal in < 10 s with < 2 GiB peak (max RSS of the process): "
+                  f"{'met' if ok else 'NOT met'}")
 
 
 def part_c(args):
     X, Y, _, _ = layer_problem(0, n_samples=2000, post_relu=True)
     Y = np.ascontiguousarray(Y[:, :100])
     n_it = 50
-    print(f"\n(c) per-iteration cost, P=2000, N=785 (with intercept), M=100, {n_it} iterations, median of {args.repeats}")
-    print(f"{'dtype':8s} {'rank r':>7s} {'ADMM iter [ms]':>15s} {'4 GEMMs [ms]':>13s} {'ratio':>6s}")
+    print(f"\n(c) per-iteration cost, P=2000, N=785 (with intercept), M=100, {n_it} plain iterations "
+          f"(no convergence check), 1 thread, median of {args.repeats}")
+    print(f"{'dtype':8s} {'ADMM iter [ms]':>15s} {'X@W + X^T@Z [ms]':>17s} {'ratio':>6s} "
+          f"{'+ inverse product [ms]':>23s} {'ratio':>6s}")
     for dtype in (np.float64, np.float32):
         prob = _Problem(X.astype(dtype), Y.astype(dtype), relu=True, intercept=True, V=None, eps_mode="layer")
         eps_abs = prob.radii(EPS)
-        Na, M, P, r = prob.X.shape[1], prob.M, prob.X.shape[0], prob.S.shape[0]
+        s = prob.default_ratio
+        F = prob.inverse(s)
+        Na, M, P = prob.X.shape[1], prob.M, prob.X.shape[0]
+        W0, Z0, Q0, U10, U20, rho = prob.initial_state(None, eps_abs, F, s)
 
         def run_admm():
-            W = np.zeros((Na, M), dtype)
-            Z, U1 = np.zeros((P, M), dtype), np.zeros((P, M), dtype)
-            Q, U2 = np.zeros((Na, M), dtype), np.zeros((Na, M), dtype)
-            # check_every > n_it: plain iterations only, as in all but one of every ten
-            K.admm(prob.Ur, prob.S, prob.Vr, prob.X, prob.Y, prob.V, prob.omega, eps_abs, K.LAYER, prob.N,
-                   W, Z, Q, U1, U2, 1.0, prob.default_ratio, 1.6, 1e-12, n_it, n_it + 1, 0, 1e-4)
+            W, Z, Q, U1, U2 = (a.copy() for a in (W0, Z0, Q0, U10, U20))
+            K.admm(prob.X, F, prob.wide, prob.Y, prob.V, prob.omega, eps_abs, K.LAYER, prob.N,
+                   W, Z, Q, U1, U2, rho, s, 1.6, 1e-12, 1e-12, n_it, n_it + 1, 0, 1e-4)
 
-        A, B = np.ones((P, M), dtype), np.ones((Na, M), dtype)
-        c, e, W, XW = np.empty((r, M), dtype), np.empty((r, M), dtype), np.empty((Na, M), dtype), np.empty((P, M), dtype)
-        UrT, VrT = prob.Ur.T, prob.Vr.T
+        rng = np.random.default_rng(0)
+        Zr, Wr = rng.standard_normal((P, M)).astype(dtype), rng.standard_normal((Na, M)).astype(dtype)
+        T, XW = np.empty((Na, M), dtype), np.empty((P, M), dtype)
 
-        def gemms():
+        def products():
             for _ in range(n_it):
-                np.dot(UrT, A, out=c)
-                np.dot(VrT, B, out=e)
-                np.dot(prob.Vr, c, out=W)
-                np.dot(prob.Ur, e, out=XW)
+                np.dot(prob.X.T, Zr, out=T)
+                np.dot(prob.X, Wr, out=XW)
 
+        def inverse_product():
+            for _ in range(n_it):
+                np.dot(F, Wr, out=T)
+
+        run_admm()  # the first call also allocates the kernel's buffers' pages
         t_admm, _ = median_time(run_admm, args.repeats)
-        t_gemm, _ = median_time(gemms, args.repeats)
-        print(f"{np.dtype(dtype).name:8s} {r:7d} {1e3 * t_admm / n_it:15.2f} {1e3 * t_gemm / n_it:13.2f} "
-              f"{t_admm / t_gemm:6.2f}")
+        t_prod, _ = median_time(products, args.repeats)
+        t_inv, _ = median_time(inverse_product, args.repeats)
+        print(f"{np.dtype(dtype).name:8s} {1e3 * t_admm / n_it:15.2f} {1e3 * t_prod / n_it:17.2f} "
+              f"{t_admm / t_prod:6.2f} {1e3 * (t_prod + t_inv) / n_it:23.2f} {t_admm / (t_prod + t_inv):6.2f}")
+        print(f"goal (c) {np.dtype(dtype).name}: iteration <= 1.5 x (X@W + X^T@Z): "
+              f"{'met' if t_admm <= 1.5 * t_prod else 'NOT met'}")
 
 
 def main():
@@ -168,7 +193,8 @@ def main():
     warmup()
     with limit_threads(1):
         part_a(args)
-        part_b(args)
+    part_b(args)
+    with limit_threads(1):
         part_c(args)
 
 

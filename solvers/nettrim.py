@@ -150,7 +150,12 @@ class _Problem:
         self.dtype = dt
         self.N, self.M, self.intercept, self.relu = N, M, bool(intercept), bool(relu)
         self.mode = K.NEURON if eps_mode == "neuron" else K.LAYER
-        Xa = np.hstack([X, np.ones((P, 1), dt)]) if intercept else X
+        # inputs that are zero on every sample get zero weights at the optimum: leave them out
+        used = np.flatnonzero(np.any(X != 0, axis=0))
+        self.used = used if used.size else np.arange(1)
+        self.n = len(self.used)
+        Xu = X[:, self.used]
+        Xa = np.hstack([Xu, np.ones((P, 1), dt)]) if intercept else np.ascontiguousarray(Xu)
         self.wide = P < Xa.shape[1]
         X64 = Xa.astype(np.float64, copy=False)
         lam, self.E = np.linalg.eigh(X64 @ X64.T if self.wide else X64.T @ X64)
@@ -226,6 +231,36 @@ class _Problem:
             return float(rel.max())
         return float(res[0] / self.ynorm_total) if self.ynorm_total > 0 else 0.0
 
+    def dual_tol(self, tol, s):
+        """Tolerance of the relative dual residual: ``tol``, or the rounding level of the W-step.
+
+        ``(X^T X + s I)^{-1}`` has condition number up to ``(1 + s) / s``, so a
+        W-step in float32 carries relative errors up to ``eps32 (1 + s) / s``,
+        which the dual residual cannot go below; it is met at four times that.
+        """
+        return max(tol, 4.0 * float(np.finfo(self.dtype).eps) * (1.0 + s) / s)
+
+    def zero_solution(self, eps_abs):
+        """The intercept that makes ``W = 0`` feasible (then ``W = 0`` is optimal), or None.
+
+        Per column the best intercept is the mean of ``Y`` on Omega capped by
+        the smallest bound ``V`` off it (0 without intercept); ``W = 0`` is
+        feasible when the remaining residual fits in the ball(s).
+        """
+        Yd, om = self.Y.astype(np.float64), self.omega
+        vmin = np.where(om, np.inf, self.V.astype(np.float64)).min(axis=0) if self.M else np.zeros(0)
+        if self.intercept:
+            cnt = om.sum(axis=0)
+            ybar = np.where(cnt > 0, (Yd * om).sum(axis=0) / np.maximum(cnt, 1), np.inf)
+            b = np.minimum(ybar, vmin)
+        else:
+            if np.any(vmin < 0):
+                return None
+            b = np.zeros(self.M)
+        dist2 = (((Yd - b) ** 2) * om).sum(axis=0)
+        fits = np.sqrt(dist2) <= eps_abs if self.mode == K.NEURON else np.sqrt(dist2.sum()) <= eps_abs[0]
+        return b.astype(self.dtype) if np.all(fits) else None
+
     def ridge(self, F, s, Z):
         """``argmin ||X W - Z||^2 + s ||W||^2``: the first W-step from ``Z``."""
         if self.wide:
@@ -246,39 +281,42 @@ class _Problem:
         Z = np.empty((P, M), dt)
         rho = None
         if isinstance(warm_start, Result):
-            W[: self.N] = check_weights(warm_start.W, self.N, Mf, "warm_start.W", dtype=dt)[:, cols]
+            W[: self.n] = check_weights(warm_start.W, self.N, Mf, "warm_start.W", dtype=dt)[np.ix_(self.used, cols)]
             if self.intercept and warm_start.b is not None:
-                W[self.N] = warm_start.b[cols]
+                W[self.n] = warm_start.b[cols]
             duals = warm_start.info.get("duals")
             rho = warm_start.info.get("rho")
-            if duals is not None and rho is not None and duals[0].shape == (P, Mf) and duals[1].shape == (Na, Mf):
+            rows = self._rows()
+            if duals is not None and rho is not None and duals[0].shape == (P, Mf) and \
+                    duals[1].shape == (self.N + self.intercept, Mf):
                 U1[:] = duals[0][:, cols] * self.c / rho
-                U2[:] = duals[1][:, cols] / (rho * s)
+                U2[:] = duals[1][np.ix_(rows, cols)] / (rho * s)
             else:
                 rho = None
         elif isinstance(warm_start, tuple):
             if len(warm_start) != 2:
                 raise ShapeError(f"warm_start as a tuple must be (W, b), got {len(warm_start)} items")
-            W[: self.N] = check_weights(warm_start[0], self.N, Mf, "warm_start W", dtype=dt)[:, cols]
+            W[: self.n] = check_weights(warm_start[0], self.N, Mf, "warm_start W", dtype=dt)[np.ix_(self.used, cols)]
             if self.intercept and warm_start[1] is not None:
                 b0 = check_array(warm_start[1], "warm_start b", ndim=1, dtype=dt)
                 if b0.shape != (Mf,):
                     raise ShapeError(f"warm_start b must have shape ({Mf},), got {b0.shape}")
-                W[self.N] = b0[cols]
+                W[self.n] = b0[cols]
         elif warm_start is not None:
-            W[: self.N] = check_weights(warm_start, self.N, Mf, "warm_start", dtype=dt)[:, cols]
+            W[: self.n] = check_weights(warm_start, self.N, Mf, "warm_start", dtype=dt)[np.ix_(self.used, cols)]
         if warm_start is None:
             K.project(self.Y, self.Y, self.V, self.omega, eps_abs, self.mode, Z)
         else:
             K.project(np.ascontiguousarray(self.X @ W), self.Y, self.V, self.omega, eps_abs, self.mode, Z)
         if rho is None:
-            rho = self.initial_rho(W if warm_start is not None else self.ridge(F, s, Z), s)
+            warm_w = warm_start is not None and np.any(W[: self.n])
+            rho = self.initial_rho(W if warm_w else self.ridge(F, s, Z), s)
         return W, Z, W.copy(), U1, U2, rho
 
     def initial_rho(self, W, s):
         """Penalty from the weights' scale: the threshold ``1 / (s rho)`` starts at
         ``RHO_SCALE`` times the root-mean-square of the penalized weights."""
-        rms = float(np.sqrt(np.mean(W[: self.N].astype(np.float64) ** 2))) if W.size else 0.0
+        rms = float(np.sqrt(np.mean(W[: self.n].astype(np.float64) ** 2))) if W.size else 0.0
         return 1.0 / (s * RHO_SCALE * rms) if rms > 0 else 1.0
 
     def solve(self, eps, warm_start, *, rho, tol, max_iter, alpha, check_every, s):
@@ -295,20 +333,25 @@ class _Problem:
         F = self.inverse(s)
         W, Z, Q, U1, U2, rho_w = self.initial_state(warm_start, eps_abs, F, s)
         rho0 = rho if rho is not None else rho_w
-        if self.M == 0:  # every column is trivial
+        b_zero = self.zero_solution(eps_abs)
+        if b_zero is not None:  # W = 0 is feasible, hence optimal
+            Q[:] = 0
+            if self.intercept:
+                Q[self.n] = b_zero
             it, code, rho_end, hist = 0, 0, rho0, np.zeros((0, 4))
         else:
             it, code, rho_end, hist = K.admm(
-                self.X, F, self.wide, self.Y, self.V, self.omega, eps_abs, self.mode, self.N,
-                W, Z, Q, U1, U2, float(rho0), s, alpha, tol, max_iter, check_every, max_iter // 2, 1e-4,
+                self.X, F, self.wide, self.Y, self.V, self.omega, eps_abs, self.mode, self.n,
+                W, Z, Q, U1, U2, float(rho0), s, alpha, tol, self.dual_tol(tol, s), max_iter, check_every,
+                max_iter // 2, 1e-4,
             )
         status = _STATUS[code]
         Wout = np.zeros((self.N, self.M_full), self.dtype)
-        Wout[:, self.cols] = Q[: self.N]
+        Wout[np.ix_(self.used, self.cols)] = Q[: self.n]
         b = None
         if self.intercept:
             b = np.empty(self.M_full, self.dtype)
-            b[self.cols] = Q[self.N]
+            b[self.cols] = Q[self.n]
             b[self.trivial] = self.b_trivial
         R = self.X @ Q
         exc, worst = K.violation(R, self.Y, self.V, self.omega, eps_abs, self.mode)
@@ -333,21 +376,24 @@ class _Problem:
                       iterations=int(it), time=time.perf_counter() - t0, history=history, info=info)
 
 
+    def _rows(self):
+        """Rows of the full ``(N [+ 1], M)`` weights that the scaled problem keeps."""
+        return np.append(self.used, self.N) if self.intercept else self.used
+
     def _full_duals(self, y1, y2):
-        """Dual variables padded with zeros for the trivial columns."""
-        out = []
-        for y in (y1, y2):
-            full = np.zeros((y.shape[0], self.M_full), y.dtype)
-            full[:, self.cols] = y
-            out.append(full)
-        return tuple(out)
+        """Dual variables padded with zeros for the trivial columns and unused inputs."""
+        full1 = np.zeros((y1.shape[0], self.M_full), y1.dtype)
+        full1[:, self.cols] = y1
+        full2 = np.zeros((self.N + self.intercept, self.M_full), y2.dtype)
+        full2[np.ix_(self._rows(), self.cols)] = y2
+        return full1, full2
 
 
 def _solve_sparsity(prob, sparsity, warm_start, opts):
     """Bisection on eps (warm-started) for at least the target fraction of zeros."""
 
     def solve(t, warm):
-        if warm is not None and warm.status == "infeasible":
+        if warm is not None and warm.status != "optimal":
             warm = None
         res = prob.solve(t, warm if warm is not None else warm_start, **opts)
         if res.status == "infeasible":  # no feasible W at this eps: count it as fully dense

@@ -256,15 +256,18 @@ def _fro(A):
 
 @njit(cache=True)
 def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
-         rho, s, alpha, tol, max_iter, check_every, adapt_until, tol_inf):
+         rho, s, alpha, tol, tol_dual, max_iter, check_every, adapt_until, tol_inf):
     """Run the Net-Trim ADMM from the given state (updated in place).
 
+    Stops when the relative primal residual and the constraint violation of
+    ``Q`` are below ``tol`` and the relative dual residual below ``tol_dual``.
     Returns ``(iterations, status_code, rho, hist)`` with status 0 optimal,
     1 iteration limit, 2 primal infeasibility certificate found;
     ``hist[k] = (primal residual, dual residual or -1, rho, sparse-iterate
     violation or -1)`` (relative quantities; the dual residual every
     ``check_every`` iterations, the violation only once the residuals meet
-    ``tol``).
+    ``tol``). Residual balancing (``rho`` times ``sqrt(primal / dual)`` when
+    that factor leaves [1/5, 5]) runs for the first ``adapt_until`` iterations.
     """
     P, M = Z.shape
     N = W.shape[0]
@@ -278,6 +281,7 @@ def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
     dQ = np.empty_like(W)
     hist = np.full((max_iter, 4), -1.0)
     nY = max(_fro(Y), 1e-30)
+    rho_lo, rho_hi = rho * 1e-6, rho * 1e6  # the penalty adapts within six decades of its start
     status = 1
     it = 0
     for it in range(1, max_iter + 1):
@@ -290,16 +294,17 @@ def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
         hist[it - 1, 2] = rho
         if not check:
             continue
-        # dual residual rho (X^T dZ + s dQ), relative to the dual variable s rho U2
+        # dual residual rho (X^T dZ + s dQ), relative to the dual variable s rho U2 (a subgradient
+        # of ||Q||_1, entries in [-1, 1]) or, when that is below 1, to one subgradient entry
         np.dot(X.T, dZ, T)
         d2 = 0.0
         for i in range(N):
             for m in range(M):
                 x = np.float64(T[i, m] + s * dQ[i, m])
                 d2 += x * x
-        rdual = np.sqrt(d2) / max(s * np.sqrt(nu), 1e-30)
+        rdual = rho * np.sqrt(d2) / max(s * rho * np.sqrt(nu), 1.0)
         hist[it - 1, 1] = rdual
-        if rpri <= tol and rdual <= tol:
+        if rpri <= tol and rdual <= tol_dual:
             # violation of the exactly sparse iterate Q
             np.dot(X, Q, dZ)
             exc, worst = violation(dZ, Y, V, omega, eps_abs, mode)
@@ -318,11 +323,12 @@ def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
                     status = 2
                     break
         # residual balancing: rho only enters the threshold and the scaled duals
-        if it <= adapt_until and rdual > 0.0:
+        if it <= adapt_until and rdual > 0.0 and rpri > 0.0:
             ratio = np.sqrt(rpri / rdual)
             if ratio > 5.0 or ratio < 0.2:
-                ratio = min(max(ratio, 1e-3), 1e3)
-                rho *= ratio
+                new = min(max(rho * min(max(ratio, 1e-3), 1e3), rho_lo), rho_hi)
+                ratio = new / rho
+                rho = new
                 _rescale(U1, Z, A, 1.0 / ratio)
                 _rescale(U2, Q, B, 1.0 / ratio)
     return it, status, rho, hist[:it]
@@ -347,6 +353,6 @@ def _warmup(dtype):
             Z = np.zeros((P, 2), dtype)
             U1 = np.zeros((P, 2), dtype)
             admm(X, F, wide, Yp, np.zeros_like(Yp), omega[:P], eps, mode, 2,
-                 W, Z, Q, U1, U2, 1.0, 1.0, 1.6, 1e-4, 3, 2, 3, 1e-4)
+                 W, Z, Q, U1, U2, 1.0, 1.0, 1.6, 1e-4, 1e-4, 3, 2, 3, 1e-4)
             violation(X @ W, Yp, np.zeros_like(Yp), omega[:P], eps, mode)
             project(X @ W, Yp, np.zeros_like(Yp), omega[:P], eps, mode, Z)
