@@ -90,18 +90,12 @@ def extrapolate(Xn, Xo, beta, out):
 
 
 @njit(cache=True)
-def prox_l1_step(V, grad, step, thr, mask, use_mask):
-    """``S_thr(V - step * grad)``, zeroed where ``mask`` is False if ``use_mask``.
-
-    ``S_t(v) = sign(v) max(|v| - t, 0)``; ``thr = step * lam``.
-    """
+def prox_l1_step(V, grad, step, thr):
+    """``S_thr(V - step * grad)`` with ``S_t(v) = sign(v) max(|v| - t, 0)``; ``thr = step * lam``."""
     n, m = V.shape
     out = np.empty_like(V)
     for i in range(n):
         for j in range(m):
-            if use_mask and not mask[i, j]:
-                out[i, j] = 0.0
-                continue
             x = V[i, j] - step * grad[i, j]
             if x > thr:
                 out[i, j] = x - thr
@@ -123,18 +117,38 @@ def relu_difference(Z, b, Zs, bs, R):
             R[i, j] = (z if z > 0.0 else 0.0) - (zs if zs > 0.0 else 0.0)
 
 
+@njit(cache=True)
+def majorizer_targets(Z, b, Y):
+    """Targets ``T`` of the quadratic majorizer of ``(relu(z) - y)^2`` at ``z = Z + 1 b^T``.
+
+    ``T = y`` where ``y > 0`` and ``z > 0``; ``T = z`` where ``y > 0`` and
+    ``z <= 0``; ``T = min(z, 0)`` where ``y = 0``. Then
+    ``(u - T)^2 + c >= (relu(u) - y)^2`` for every ``u``, with equality at
+    ``u = z`` (``c = y^2`` in the second case, else 0).
+    """
+    P, M = Z.shape
+    T = np.empty_like(Z)
+    for i in range(P):
+        for j in range(M):
+            z = Z[i, j] + b[j]
+            if Y[i, j] > 0.0:
+                T[i, j] = Y[i, j] if z > 0.0 else z
+            else:
+                T[i, j] = z if z < 0.0 else 0.0
+    return T
+
+
 @register
 def _warmup(dtype):
     Z = np.array([[1.0, -1.0], [0.5, 2.0]], dtype=dtype)
     b = np.array([0.1, -0.1], dtype=dtype)
     Y = np.abs(Z)
     R = np.empty_like(Z)
-    mask = Z > 0
     relu_misfit(Z, b, Y)
     A = active_targets(Z, b, Y)
     surrogate_residual(Z, b, A, R)
     surrogate_value(Z, b, A)
     extrapolate(Z, Y, 0.5, R)
-    prox_l1_step(Z, Y, 0.1, 0.1, mask, True)
-    prox_l1_step(Z, Y, 0.1, 0.1, mask, False)
+    prox_l1_step(Z, Y, 0.1, 0.1)
     relu_difference(Z, b, Y, b, R)
+    majorizer_targets(Z, b, Y)

@@ -74,7 +74,7 @@ def linearize(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray | None)
     return active_targets(X @ W, b, Y)
 
 
-def fista(layer: ReluLayer, A, lam, W, b, Z, *, max_iter, tol, mask=None):
+def fista(layer: ReluLayer, A, lam, W, b, Z, *, max_iter, tol):
     """Monotone FISTA with restart on the subproblem, warm-started at ``(W, b)``.
 
     ``Z = X W`` must be given. Returns ``(W, b, Z, value, iterations)``.
@@ -96,8 +96,6 @@ def fista(layer: ReluLayer, A, lam, W, b, Z, *, max_iter, tol, mask=None):
     X, P = layer.X, layer.n_samples
     step = 1.0 / layer.lipschitz
     thr = step * lam
-    use_mask = mask is not None
-    mask_arr = mask if use_mask else np.ones((1, 1), dtype=np.bool_)
     f = surrogate_value(Z, b, A) / P + lam * float(np.abs(W).sum())
     Wy, by, Zy = W, b, Z
     t = 1.0
@@ -107,7 +105,7 @@ def fista(layer: ReluLayer, A, lam, W, b, Z, *, max_iter, tol, mask=None):
         it += 1
         surrogate_residual(Zy, by, A, R)
         gW = X.T @ R
-        Wn = prox_l1_step(Wy, gW, step / P, thr, mask_arr, use_mask)
+        Wn = prox_l1_step(Wy, gW, step / P, thr)
         bn = (by - (step / P) * R.sum(axis=0)).astype(b.dtype) if layer.intercept else b
         Zn = X @ Wn
         fn = surrogate_value(Zn, bn, A) / P + lam * float(np.abs(Wn).sum())
@@ -131,7 +129,7 @@ def fista(layer: ReluLayer, A, lam, W, b, Z, *, max_iter, tol, mask=None):
     return W, b, Z, f, it
 
 
-def svrg(layer: ReluLayer, A, lam, W, b, Z, *, epochs, batch_size, rng, momentum=0.9, mask=None):
+def svrg(layer: ReluLayer, A, lam, W, b, Z, *, epochs, batch_size, rng, momentum=0.9):
     """Accelerated proximal SVRG over contiguous sample mini-batches, warm-started.
 
     ``Z = X W`` must be given; rows of ``X`` should be in random order (the
@@ -154,8 +152,6 @@ def svrg(layer: ReluLayer, A, lam, W, b, Z, *, epochs, batch_size, rng, momentum
     bounds = np.linspace(0, P, nb + 1).astype(np.int64)
     eta = 1.0 / layer.lipschitz
     beta = momentum
-    use_mask = mask is not None
-    mask_arr = mask if use_mask else np.ones((1, 1), dtype=np.bool_)
     Rs = np.empty_like(Z)
     f = surrogate_residual(Z, b, A, Rs) / P + lam * float(np.abs(W).sum())
     for _ in range(epochs):
@@ -171,7 +167,7 @@ def svrg(layer: ReluLayer, A, lam, W, b, Z, *, epochs, batch_size, rng, momentum
             relu_difference(ZB, by, Z[lo:hi], b, D)
             scale = 1.0 / (hi - lo)
             v = (XB.T @ D) * scale + mu
-            xn = prox_l1_step(Wy, v, eta, eta * lam, mask_arr, use_mask)
+            xn = prox_l1_step(Wy, v, eta, eta * lam)
             bxn = (by - eta * (D.sum(axis=0) * scale + mub)).astype(b.dtype) if layer.intercept else b
             Wy = np.empty_like(xn)
             extrapolate(xn, x, beta, Wy)

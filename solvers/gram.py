@@ -199,7 +199,11 @@ class GramStats:
 
 
 def as_quadratic(X, Y=None, *, intercept: bool = True) -> Quadratic:
-    """Accept ``(X, Y)`` arrays or a :class:`GramStats` (with ``Y=None``)."""
+    """Accept ``(X, Y)`` arrays, a :class:`GramStats` or a :class:`Quadratic` (with ``Y=None``)."""
+    if isinstance(X, Quadratic):
+        if Y is not None or X.intercept != intercept:
+            raise ShapeError(f"pass a Quadratic alone, built with intercept={intercept}")
+        return X
     if isinstance(X, GramStats):
         if Y is not None:
             raise ShapeError("pass either GramStats alone or arrays (X, Y), not both")

@@ -30,22 +30,6 @@ LAYER, NEURON = 0, 1
 
 
 @njit(cache=True)
-def ball_norms(D, omega, mode):
-    """Norms of ``D`` restricted to ``omega``: one (layer) or one per column (neuron)."""
-    P, M = D.shape
-    out = np.zeros(M if mode == NEURON else 1, dtype=np.float64)
-    for p in range(P):
-        for m in range(M):
-            if omega[p, m]:
-                d = np.float64(D[p, m])
-                if mode == NEURON:
-                    out[m] += d * d
-                else:
-                    out[0] += d * d
-    return np.sqrt(out)
-
-
-@njit(cache=True)
 def violation(R, Y, V, omega, eps_abs, mode):
     """Constraint violation of the layer output ``R = X W + 1 b^T``.
 
@@ -129,12 +113,12 @@ def _w_step(X, F, wide, A, B, s, W, XW, T, H):
 
 
 @njit(cache=True)
-def _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, check, dZ, dU):
+def _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, dZ, dU):
     """Relaxed Z-step and its dual step in two fused passes over ``P x M``.
 
     ``v = alpha X W + (1 - alpha) Z + U1``, ``Z = Proj_C(v)``, ``U1 = v - Z``,
-    ``A = Z - U1`` (the next W-step's target). With ``check``, ``dZ`` and
-    ``dU`` receive the increments of ``Z`` and ``U1``. Returns
+    ``A = Z - U1`` (the next W-step's target); ``dZ`` and ``dU`` receive the
+    increments of ``Z`` and ``U1``. Returns
     ``(||X W - Z||^2, ||X W||^2, ||Z||^2)``.
     """
     P, M = Z.shape
@@ -159,9 +143,8 @@ def _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, check, dZ, dU):
             else:
                 z = min(v, V[p, m])
             xw = XW[p, m]
-            if check:
-                dZ[p, m] = z - Z[p, m]
-                dU[p, m] = alpha * xw + (1.0 - alpha) * Z[p, m] - z
+            dZ[p, m] = z - Z[p, m]
+            dU[p, m] = alpha * xw + (1.0 - alpha) * Z[p, m] - z
             Z[p, m] = z
             U1[p, m] = v - z
             A[p, m] = 2.0 * z - v
@@ -173,12 +156,76 @@ def _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, check, dZ, dU):
 
 
 @njit(cache=True)
-def _q_step(W, Q, U2, B, n_pen, thresh, alpha, check, dQ):
+def _typed(x, like):
+    """The scalar ``x`` in the dtype of the array ``like`` (keeps float32 loops in float32)."""
+    out = np.empty(1, dtype=like.dtype)
+    out[0] = x
+    return out[0]
+
+
+@njit(cache=True)
+def _z_step_plain(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, sq):
+    """:func:`_z_step` without increments and norms (the iterations between checks)."""
+    P, M = Z.shape
+    a = _typed(alpha, Z)
+    b = _typed(1.0 - alpha, Z)
+    sq[:] = 0.0
+    if mode == NEURON:
+        for p in range(P):
+            for m in range(M):
+                v = a * XW[p, m] + b * Z[p, m] + U1[p, m]
+                U1[p, m] = v
+                d = v - Y[p, m] if omega[p, m] else v - v
+                sq[m] += np.float64(d * d)
+        gain = _gains(sq, eps_abs).astype(Z.dtype)
+    else:
+        acc = 0.0
+        for p in range(P):
+            for m in range(M):
+                v = a * XW[p, m] + b * Z[p, m] + U1[p, m]
+                U1[p, m] = v
+                d = v - Y[p, m] if omega[p, m] else v - v
+                acc += np.float64(d * d)
+        sq[0] = acc
+        gain = np.full(M, _gains(sq, eps_abs)[0]).astype(Z.dtype)
+    two = _typed(2.0, Z)
+    for p in range(P):
+        for m in range(M):
+            v = U1[p, m]
+            y = Y[p, m]
+            z = y + (v - y) * gain[m] if omega[p, m] else min(v, V[p, m])
+            Z[p, m] = z
+            U1[p, m] = v - z
+            A[p, m] = two * z - v
+
+
+@njit(cache=True)
+def _q_step_plain(W, Q, U2, B, n_pen, thresh, alpha):
+    """:func:`_q_step` without increments and norms (the iterations between checks)."""
+    N, M = Q.shape
+    a = _typed(alpha, Q)
+    b = _typed(1.0 - alpha, Q)
+    t = _typed(thresh, Q)
+    two = _typed(2.0, Q)
+    for i in range(N):
+        for m in range(M):
+            v = a * W[i, m] + b * Q[i, m] + U2[i, m]
+            if i < n_pen:
+                q = max(v - t, v - v) + min(v + t, v - v)
+            else:
+                q = v
+            Q[i, m] = q
+            U2[i, m] = v - q
+            B[i, m] = two * q - v
+
+
+@njit(cache=True)
+def _q_step(W, Q, U2, B, n_pen, thresh, alpha, dQ):
     """Relaxed Q-step (soft threshold) and its dual step in one pass over ``N x M``.
 
     ``v = alpha W + (1 - alpha) Q + U2``; rows ``< n_pen`` are soft-thresholded
     by ``thresh``, the rest (the intercept) are copied; ``U2 = v - Q``,
-    ``B = Q - U2``. Returns ``(||W - Q||^2, ||W||^2, ||Q||^2, ||U2||^2)``.
+    ``B = Q - U2``; ``dQ`` receives the increment of ``Q``. Returns ``(||W - Q||^2, ||W||^2, ||Q||^2, ||U2||^2)``.
     """
     N, M = Q.shape
     res = 0.0
@@ -198,8 +245,7 @@ def _q_step(W, Q, U2, B, n_pen, thresh, alpha, check, dQ):
                     q = 0.0
             else:
                 q = v
-            if check:
-                dQ[i, m] = q - Q[i, m]
+            dQ[i, m] = q - Q[i, m]
             Q[i, m] = q
             U2[i, m] = v - q
             B[i, m] = 2.0 * q - v
@@ -263,10 +309,10 @@ def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
     ``Q`` are below ``tol`` and the relative dual residual below ``tol_dual``.
     Returns ``(iterations, status_code, rho, hist)`` with status 0 optimal,
     1 iteration limit, 2 primal infeasibility certificate found;
-    ``hist[k] = (primal residual, dual residual or -1, rho, sparse-iterate
-    violation or -1)`` (relative quantities; the dual residual every
-    ``check_every`` iterations, the violation only once the residuals meet
-    ``tol``). Residual balancing (``rho`` times ``sqrt(primal / dual)`` when
+    ``hist[k] = (primal residual or -1, dual residual or -1, rho,
+    sparse-iterate violation or -1)`` (relative quantities; the residuals
+    every ``check_every`` iterations, the violation only once the residuals
+    meet their tolerances). Residual balancing (``rho`` times ``sqrt(primal / dual)`` when
     that factor leaves [1/5, 5]) runs for the first ``adapt_until`` iterations.
     """
     P, M = Z.shape
@@ -280,20 +326,22 @@ def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
     dU = np.empty_like(Z)
     dQ = np.empty_like(W)
     hist = np.full((max_iter, 4), -1.0)
+    sq = np.zeros(M if mode == NEURON else 1)
     nY = max(_fro(Y), 1e-30)
     rho_lo, rho_hi = rho * 1e-6, rho * 1e6  # the penalty adapts within six decades of its start
     status = 1
     it = 0
     for it in range(1, max_iter + 1):
         _w_step(X, F, wide, A, B, s, W, XW, T, H)
-        check = it % check_every == 0 or it == max_iter
-        rz, nxw, nz = _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, check, dZ, dU)
-        rq, nw, nq, nu = _q_step(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha, check, dQ)
+        hist[it - 1, 2] = rho
+        if it % check_every != 0 and it != max_iter:
+            _z_step_plain(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, sq)
+            _q_step_plain(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha)
+            continue
+        rz, nxw, nz = _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, dZ, dU)
+        rq, nw, nq, nu = _q_step(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha, dQ)
         rpri = np.sqrt(rz + rq) / max(np.sqrt(nxw + nw), np.sqrt(nz + nq), 1e-30)
         hist[it - 1, 0] = rpri
-        hist[it - 1, 2] = rho
-        if not check:
-            continue
         # dual residual rho (X^T dZ + s dQ), relative to the dual variable s rho U2 (a subgradient
         # of ||Q||_1, entries in [-1, 1]) or, when that is below 1, to one subgradient entry
         np.dot(X.T, dZ, T)

