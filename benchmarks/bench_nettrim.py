@@ -162,7 +162,7 @@ def part_c(args):
         def run_admm():
             W, Z, Q, U1, U2 = (a.copy() for a in (W0, Z0, Q0, U10, U20))
             K.admm(prob.X, F, prob.wide, prob.Y, prob.V, prob.omega, eps_abs, K.LAYER, prob.N,
-                   W, Z, Q, U1, U2, rho, s, 1.6, 1e-12, 1e-12, n_it, n_it + 1, 0, 1e-4)
+                   W, Z, Q, U1, U2, rho, s, 1.8, 1e-12, 1e-12, n_it, n_it + 1, 0, 1e-4)
 
         rng = np.random.default_rng(0)
         Zr, Wr = rng.standard_normal((P, M)).astype(dtype), rng.standard_normal((Na, M)).astype(dtype)

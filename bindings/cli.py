@@ -62,14 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         "prune it with every method at several sparsities, fine-tune each for one epoch with masks held, "
         "print the results table and write an accuracy-vs-sparsity plot.",
     )
-    p.add_argument("--quick", action="store_true", help="reduced run (seconds): fewer samples, one sparsity")
-    p.add_argument("--out", default="layertrim-demo", metavar="DIR",
-                   help="folder for the plot and the JSON results (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced run (under a minute): 500 calibration images, looser solver settings, "
+                   "sparsity 0.9, methods magnitude iht nettrim")
+    p.add_argument("--out", default="demo_out", metavar="DIR",
+                   help="folder for accuracy_vs_sparsity.png and results.json (default: %(default)s)")
     p.add_argument("--methods", nargs="+", choices=PRUNE_METHODS, metavar="M",
                    help=f"methods to run (default: all of {', '.join(PRUNE_METHODS)})")
     p.add_argument("--sparsities", nargs="+", type=float, metavar="S",
                    help="overall weight sparsities in [0, 1) (default: 0.9 0.95 0.98)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default: 0)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.set_defaults(run=_run_demo)
 
     p = sub.add_parser(
@@ -158,7 +161,7 @@ def _run_demo(args) -> int:
 
     with _threads(args.threads, torch_needed=True):
         demo.main(quick=args.quick, out_dir=args.out, methods=args.methods,
-                  sparsities=args.sparsities, seed=args.seed)
+                  sparsities=args.sparsities, seed=args.seed, progress=args.progress)
     return OK
 
 

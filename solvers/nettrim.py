@@ -31,7 +31,7 @@ RHO_SCALE = 10.0
 
 
 def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None, eps_mode="layer",
-            warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.6, check_every=10, penalty_ratio=None) -> Result:
+            warm_start=None, rho=None, tol=1e-4, max_iter=5000, alpha=1.8, check_every=10, penalty_ratio=None) -> Result:
     """Prune a layer by Net-Trim: ``min ||W||_1`` subject to staying ``eps``-close to ``Y``.
 
     Solves ``min_{W,b} ||W||_1`` s.t. ``||(X W + 1 b^T - Y)_Omega||_F <= eps ||Y||_F``

@@ -238,40 +238,82 @@ def test_prune_full_model_needs_unsafe_load(saved_model):
 
 
 def test_prune_error_paths(saved_model):
+    # through a subprocess: what a user sees (the other error cases run in process, below)
+    proc = cli("prune", "absent.pt", "--data", "calib.npy", "--method", "lasso", "--sparsity", "0.5",
+               "--out", "p.pt", cwd=saved_model)
+    assert_user_error(proc, "absent.pt", "no such file")
+
+
+@pytest.mark.parametrize("model, args, fragments", [
+    ("corrupt.pt", ["--data", "calib.npy"], ["corrupt.pt", "not a readable"]),
+    ("state.pt", ["--data", "calib.npy"], ["--factory"]),
+    ("state.pt", ["--factory", "nosuchmodule:make", "--data", "calib.npy"], ["nosuchmodule"]),
+    ("state.pt", ["--factory", "tinynet:make", "--data", "inf.npy"], ["NaN or infinite"]),
+    ("state.pt", ["--factory", "tinynet:make", "--data", "wide.npy"], ["rejects calibration"]),
+    ("state.pt", ["--factory", "tinynet:make", "--data", "absent.npy"], ["absent.npy", "no such file"]),
+    ("state.pt", ["--factory", "tinynet:make", "--data", "calib.npy", "--sparsity", "1.5"], ["sparsity"]),
+])
+def test_prune_user_errors_in_process(saved_model, monkeypatch, capsys, model, args, fragments):
+    # the console script's own entry point, called in this process (no interpreter start-up per case)
+    from layertrim.bindings.cli import main
+
     (saved_model / "corrupt.pt").write_bytes(b"\x80\x04 not a torch file")
     bad = np.ones((10, 6), dtype=np.float32)
     bad[3, 2] = np.inf
     np.save(saved_model / "inf.npy", bad)
     np.save(saved_model / "wide.npy", np.ones((10, 7), dtype=np.float32))
-    base = ["--method", "lasso", "--sparsity", "0.5", "--out", "p.pt"]
-    run = lambda *a: cli("prune", *a, *base, cwd=saved_model)  # noqa: E731
-    assert_user_error(run("absent.pt", "--data", "calib.npy"), "absent.pt", "no such file")
-    assert_user_error(run("corrupt.pt", "--data", "calib.npy"), "corrupt.pt", "not a readable")
-    assert_user_error(run("state.pt", "--data", "calib.npy"), "--factory")
-    assert_user_error(run("state.pt", "--factory", "nosuchmodule:make", "--data", "calib.npy"), "nosuchmodule")
-    assert_user_error(run("state.pt", "--factory", "tinynet:make", "--data", "inf.npy"), "NaN or infinite")
-    assert_user_error(run("state.pt", "--factory", "tinynet:make", "--data", "wide.npy"), "rejects calibration")
-    assert_user_error(run("state.pt", "--factory", "tinynet:make", "--data", "absent.npy"), "no such file")
-    proc = cli("prune", "state.pt", "--factory", "tinynet:make", "--data", "calib.npy", "--method", "lasso",
-               "--sparsity", "1.5", "--out", "p.pt", cwd=saved_model)
-    assert_user_error(proc, "sparsity")
+    monkeypatch.chdir(saved_model)
+    rest = ["--method", "lasso", "--out", "p.pt"] + ([] if "--sparsity" in args else ["--sparsity", "0.5"])
+    try:
+        code = main(["prune", model, *args, *rest])
+    finally:
+        sys.modules.pop("tinynet", None)
+    captured = capsys.readouterr()
+    assert_user_error(subprocess.CompletedProcess(args, code, captured.out, captured.err), *fragments)
+    assert not (saved_model / "p.pt").exists()
 
 
 # --- demo ------------------------------------------------------------------------------
 
+def test_demo_defaults():
+    from layertrim.bindings.cli import build_parser
+
+    args = build_parser().parse_args(["demo"])
+    assert args.out == "demo_out" and args.methods is None and args.sparsities is None and args.progress
+
+
+def test_demo_layer_settings_follow_the_solver_of_each_layer():
+    torch = pytest.importorskip("torch")
+    from layertrim.bindings.torch import demo, mnist
+
+    model = mnist.mlp()
+    assert isinstance(model, torch.nn.Module)
+    # FeTa's layer without ReLU (the output layer "4") is solved as a lasso: it gets the lasso options
+    feta = demo.layer_settings(model, "feta", demo.QUICK)
+    assert feta["0"] == {"method": "feta", **demo.QUICK.options["feta"]}
+    assert feta["4"] == {"method": "feta", **demo.QUICK.options["lasso"]}
+    nettrim = demo.layer_settings(model, "nettrim", demo.FULL)
+    assert all(s == {"method": "nettrim", **demo.FULL.options["nettrim"]} for s in nettrim.values())
+    assert demo.layer_settings(model, "magnitude", demo.FULL)["2"] == {"method": "magnitude"}
+
+
 def test_demo_quick_end_to_end(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
-    proc = cli("demo", "--quick", "--out", tmp_path / "out", timeout=900)
+    from layertrim.bindings.torch import demo
+
+    proc = cli("demo", "--quick", "--no-progress", "--out", tmp_path / "out", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "demo.json").read_text())
-    methods = [row["method"] for row in results["rows"]]
-    assert methods == ["magnitude", "iht", "lasso", "group_lasso", "nettrim", "feta"]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["method"] for row in results["rows"]] == list(demo.QUICK_METHODS)
+    lines = proc.stdout.splitlines()
     for row in results["rows"]:
-        assert row["sparsity"] >= 0.9 - 1e-3
+        assert row["target"] == 0.9 and row["sparsity"] >= 0.9 - 1e-3
+        # pruning at 90% costs accuracy but keeps a working classifier (10 classes: chance is ~10%)
+        assert 0.5 < row["acc_finetuned"] <= 1.0
         # the table shows every run with its accuracy after fine-tuning
-        assert any(line.startswith(row["method"]) and f"{row['acc_finetuned']:.1%}" in line
-                   for line in proc.stdout.splitlines())
+        assert any(line.startswith(row["method"]) and f"{row['acc_finetuned']:.1%}" in line for line in lines)
+    assert results["settings"] in lines
     assert 0.5 < results["dense_accuracy"] <= 1.0
-    png = tmp_path / "out" / "demo.png"
+    png = tmp_path / "out" / "accuracy_vs_sparsity.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
