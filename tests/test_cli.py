@@ -283,18 +283,21 @@ def test_demo_defaults():
 
 
 def test_demo_layer_settings_follow_the_solver_of_each_layer():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from layertrim.bindings.torch import demo, mnist
 
-    model = mnist.mlp()
-    assert isinstance(model, torch.nn.Module)
-    # FeTa's layer without ReLU (the output layer "4") is solved as a lasso: it gets the lasso options
-    feta = demo.layer_settings(model, "feta", demo.QUICK)
-    assert feta["0"] == {"method": "feta", **demo.QUICK.options["feta"]}
-    assert feta["4"] == {"method": "feta", **demo.QUICK.options["lasso"]}
-    nettrim = demo.layer_settings(model, "nettrim", demo.FULL)
-    assert all(s == {"method": "nettrim", **demo.FULL.options["nettrim"]} for s in nettrim.values())
-    assert demo.layer_settings(model, "magnitude", demo.FULL)["2"] == {"method": "magnitude"}
+    budget = demo.Budget("test", n_calib=10, max_rows=10,
+                         options={"feta": {"polish_iter": 3}, "lasso": {"tol": 1e-3}, "nettrim": {"max_iter": 7}})
+    model = mnist.mlp()  # Linear layers "0", "2" (followed by ReLU) and "4" (the output layer)
+    # FeTa's layer without ReLU is solved as a lasso by the binding: it gets the lasso options
+    assert demo.layer_settings(model, "feta", budget) == {
+        "0": {"method": "feta", "polish_iter": 3},
+        "2": {"method": "feta", "polish_iter": 3},
+        "4": {"method": "feta", "tol": 1e-3},
+    }
+    assert all(s == {"method": "nettrim", "max_iter": 7} for s in demo.layer_settings(model, "nettrim", budget).values())
+    assert demo.layer_settings(model, "magnitude", budget)["2"] == {"method": "magnitude"}
+    assert "feta polish_iter=3; lasso tol=0.001; nettrim max_iter=7" in budget.describe()
 
 
 def test_demo_quick_end_to_end(tmp_path):
