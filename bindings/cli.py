@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", choices=PRUNE_METHODS, metavar="M",
                    help=f"methods to run (default: all of {', '.join(PRUNE_METHODS)})")
     p.add_argument("--sparsities", nargs="+", type=float, metavar="S",
-                   help="overall weight sparsities in [0, 1) (default: 0.9 0.95 0.98)")
+                   help="overall weight sparsities in [0, 1) (default: 0.8 0.9 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default: 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.set_defaults(run=_run_demo)

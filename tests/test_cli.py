@@ -316,7 +316,9 @@ def test_demo_quick_end_to_end(tmp_path):
         assert 0.5 < row["acc_finetuned"] <= 1.0
         # the table shows every run with its accuracy after fine-tuning
         assert any(line.startswith(row["method"]) and f"{row['acc_finetuned']:.1%}" in line for line in lines)
-    assert results["settings"] in lines
+    # the footer names the budget the solvers ran under
+    assert results["settings"].startswith("quick run: 500 calibration images")
+    assert " ".join(proc.stdout.split()).count(results["settings"]) == 1
     assert 0.5 < results["dense_accuracy"] <= 1.0
     png = tmp_path / "out" / "accuracy_vs_sparsity.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import textwrap
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from . import mnist
 from .dispatch import STATUS_ORDER
 
 METHODS = ("magnitude", "iht", "lasso", "group_lasso", "nettrim", "feta")
-SPARSITIES = (0.9, 0.95, 0.98)
+SPARSITIES = (0.8, 0.9, 0.95)
 #: the quick run (``layertrim demo --quick``): one sparsity, three methods
 QUICK_METHODS = ("magnitude", "iht", "nettrim")
 QUICK_SPARSITIES = (0.9,)
@@ -63,7 +64,7 @@ class Budget:
         return dict(self.options.get(solver, {}))
 
     def describe(self) -> str:
-        """One line naming every setting, printed under the results table."""
+        """A sentence naming every setting, printed under the results table."""
         opts = "; ".join(
             f"{m} " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in o.items())
             for m, o in self.options.items()
@@ -223,7 +224,7 @@ def format_table(results: DemoResults) -> str:
         "time: pruning (capture + solves); status: worst solver status over the layers",
         "(max_iter: a solver stopped at the demo's iteration cap)",
     ]
-    return "\n".join([title, rule, fmt(head), rule, *map(fmt, lines), rule, *notes, results.settings])
+    return "\n".join([title, rule, fmt(head), rule, *map(fmt, lines), rule, *notes, *textwrap.wrap(results.settings, 100)])
 
 
 def plot(results: DemoResults, path) -> Path:
