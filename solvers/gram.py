@@ -127,7 +127,8 @@ class GramStats:
                 f"earlier batches had {self.n_features} and {self.n_outputs}"
             )
         self._dtype32 &= X.dtype == np.float32
-        Xd, Yd = X.astype(np.float64), Y.astype(np.float64)
+        # float64 views of float64 input (no copy); centered copies are the only temporaries
+        Xd, Yd = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
         nb = Xd.shape[0]
         mx, my = Xd.mean(axis=0), Yd.mean(axis=0)
         Xc, Yc = Xd - mx, Yd - my
