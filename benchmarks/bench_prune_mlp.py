@@ -27,6 +27,7 @@ import torch
 from layertrim.bindings.torch import fine_tune, limit_threads, prune, sparsity
 from layertrim.bindings.torch.allocation import erk_sparsity
 from layertrim.bindings.torch.mnist import accuracy, load_mnist, trained_mlp
+from layertrim.solvers import LayerTrimError
 
 METHODS = {
     "magnitude (uniform)": dict(method="magnitude", refit=False, uniform=True),
@@ -60,11 +61,15 @@ def run(args):
             cfg = dict(cfg)
             per_layer = s if cfg.pop("uniform", False) else split
             times, model, report = [], None, None
-            for _ in range(args.repeats):
-                model = copy.deepcopy(base)
-                t0 = time.perf_counter()
-                report = prune(model, calib, sparsity=per_layer, scheme="cascade", progress=False, **cfg)
-                times.append(time.perf_counter() - t0)
+            try:
+                for _ in range(args.repeats):
+                    model = copy.deepcopy(base)
+                    t0 = time.perf_counter()
+                    report = prune(model, calib, sparsity=per_layer, scheme="cascade", progress=False, **cfg)
+                    times.append(time.perf_counter() - t0)
+            except LayerTrimError as exc:
+                print(f"  {label:<20} failed: {exc}", flush=True)
+                continue
             acc0 = accuracy(model, X_test, y_test)
             torch.manual_seed(0)
             fine_tune(model, train_loader, epochs=1, lr=1e-3)
