@@ -20,7 +20,6 @@ once with a longer support search (3 x 300 hard-thresholding steps). All methods
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from layertrim.bindings.torch import limit_threads
 from layertrim.bindings.torch.mnist import layer_problem
 from layertrim.solvers import ConvergenceWarning, feta, iht, magnitude, nettrim, warmup
+from _timing import median_time
 
 
 GOAL_PEERS = ("nettrim", "magnitude+refit")
@@ -36,14 +36,6 @@ GOAL_PEERS = ("nettrim", "magnitude+refit")
 def post_relu_error(X, Y, W, b):
     return float(np.linalg.norm(np.maximum(X @ W + b, 0.0) - Y) / np.linalg.norm(Y))
 
-
-def median_run(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
 
 
 def main(argv=None):
@@ -69,7 +61,7 @@ def main(argv=None):
         warnings.simplefilter("ignore", ConvergenceWarning)
         for s in args.sparsity:
             for name, fn in methods.items():
-                t, res = median_run(lambda: fn(s), args.repeats)
+                t, res = median_time(lambda: fn(s), args.repeats)
                 rows.append((name, s, float(np.mean(res.W == 0)), post_relu_error(X, Y, res.W, res.b), t))
                 extra = f", {res.info['matmuls']:.0f} products of the size of X W" if "matmuls" in res.info else ""
                 print(f"  done {name} at {s:.2f} in {t:.1f}s{extra}", flush=True)

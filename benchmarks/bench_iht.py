@@ -13,7 +13,6 @@ time over repeats (one thread for BLAS and torch) and the iterations.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from layertrim.bindings.torch import limit_threads
 from layertrim.bindings.torch.mnist import layer_problem
 from layertrim.solvers import ConvergenceWarning, iht, magnitude
+from _timing import median_time
 
 CASES = [  # (pattern, sparsity, permute)
     ("unstructured", 0.9, False),
@@ -32,14 +32,6 @@ CASES = [  # (pattern, sparsity, permute)
     ("4:8", None, True),
 ]
 
-
-def timed(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return out, float(np.median(times))
 
 
 def main():
@@ -71,7 +63,7 @@ def main():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for case in CASES:
             for name, fn in methods.items():
-                res, t = timed(lambda: fn(*case), args.repeats)
+                t, res = median_time(lambda: fn(*case), args.repeats)
                 err = rel_error(res)
                 errors[(name, *case)] = err
                 results[(name, *case)] = (res, t)

@@ -21,6 +21,7 @@ import time
 import warnings
 
 import numpy as np
+from _timing import median_time
 
 TARGET = 1e-6
 LAM_FRACTION = 0.05
@@ -47,14 +48,6 @@ def common_gap(X, Y, W, b, lam):
     dual = float(np.sum(alpha * yr - 0.5 * alpha**2 * rr) / P)
     return (primal - dual) / primal, primal
 
-
-def timed(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), out
 
 
 def calibrate(fit, X, Y, lam, tols):
@@ -137,7 +130,7 @@ def main():
         for name in fast:
             W, b = outs[name] if name != "layertrim GramStats.from_arrays" else (None, None)
             rows.append((name, float(np.median(times[name])), W, b, notes.get(name, "")))
-        t, res_f = timed(lambda: lasso(stats, lam=lam, tol=TARGET, solver="fista"), 1)
+        t, res_f = median_time(lambda: lasso(stats, lam=lam, tol=TARGET, solver="fista"), 1)
         rows.append(("layertrim lasso (fista), Gram given", t, res_f.W, res_f.b, f"{res_f.iterations} it."))
 
         if not args.skip_skglm:
@@ -157,7 +150,7 @@ def main():
                 W, b = skglm_fit(tol_skglm, sub)
                 if common_gap(X, Y[:, sub], W[:, sub], b[sub], lam)[0] <= TARGET:
                     break
-            t, (W, b) = timed(lambda: skglm_fit(tol_skglm), 1)
+            t, (W, b) = median_time(lambda: skglm_fit(tol_skglm), 1)
             rows.append(("skglm Lasso, loop over outputs", t, W, b, f"tol={tol_skglm:.1e}"))
 
         import cvxpy as cp

@@ -34,6 +34,7 @@ from layertrim.bindings.torch.mnist import layer_problem
 from layertrim.solvers import nettrim, reference, warmup
 from layertrim.solvers import nettrim_kernels as K
 from layertrim.solvers.nettrim import _Problem
+from _timing import median_time
 
 EPS = 0.05
 TOL = 1e-3
@@ -48,14 +49,6 @@ def violation(X, Y, W, b, eps):
     half = max(float(np.max(np.where(mask, -np.inf, out))), 0.0)
     return max(excess, half) / np.linalg.norm(Y)
 
-
-def median_time(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), out
 
 
 def part_a(args):

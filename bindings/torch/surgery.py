@@ -81,6 +81,20 @@ def _batches(X, batch_size: int = 256):
         yield X[i : i + batch_size]
 
 
+def _forward_with_hooks(model: nn.Module, data, hooks) -> None:
+    """Run ``model`` in eval mode over ``data``, then remove ``hooks`` and restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for xb in _batches(data):
+                model(xb)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 # --- resolution --------------------------------------------------------------
 
 
@@ -119,16 +133,7 @@ def block_scores(model: nn.Module, data) -> dict[int, float]:
     for b in blocks:
         hooks.append(b.register_forward_hook(lambda m, inp, out: add(den, id(m), inp[0])))
         hooks.append(b.bn2.register_forward_hook(lambda m, inp, out, key=id(b): add(num, key, out)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for xb in _batches(data):
-                model(xb)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _forward_with_hooks(model, data, hooks)
     return {k: float(np.sqrt(num[k] / max(den[k], 1e-300))) for k in num}
 
 
@@ -216,14 +221,7 @@ def _stream_energy(model: nn.Module, net: ResNet, data) -> list[np.ndarray]:
         mods = list(stage) if len(stage) else [net.stem]
         for m in mods:
             hooks.append(m.register_forward_hook(lambda mod, inp, out, s=s: add(s, out)))
-    model.eval()
-    try:
-        with torch.no_grad():
-            for xb in _batches(data):
-                model(xb)
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_with_hooks(model, data, hooks)
     return energy
 
 
@@ -287,14 +285,7 @@ def _conv2_stats(model: nn.Module, net: ResNet, data, max_rows: int, seed: int) 
         stats[key].update(X.double().numpy(), Y.double().numpy())
 
     hooks = [b.conv2.register_forward_hook(lambda m, i, o, key=id(b): hook(m, i, o, key)) for b in blocks]
-    model.eval()
-    try:
-        with torch.no_grad():
-            for xb in _batches(data):
-                model(xb)
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_with_hooks(model, data, hooks)
     return stats
 
 
