@@ -131,8 +131,9 @@ class GramStats:
         Xd, Yd = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
         nb = Xd.shape[0]
         mx, my = Xd.mean(axis=0), Yd.mean(axis=0)
-        Xc, Yc = Xd - mx, Yd - my
-        Sxx_b, Sxy_b, syy_b = Xc.T @ Xc, Xc.T @ Yc, np.einsum("ij,ij->j", Yc, Yc)
+        Yc = Yd - my
+        syy_b = np.einsum("ij,ij->j", Yc, Yc)
+        Sxx_b, Sxy_b = _centered_products(Xd, mx, Yc)
         self._merge(nb, mx, my, Sxx_b, Sxy_b, syy_b)
         return self
 
@@ -197,6 +198,26 @@ class GramStats:
 
     def __repr__(self) -> str:
         return f"GramStats(n_samples={self.n_samples}, n_features={self.n_features}, n_outputs={self.n_outputs})"
+
+
+def _centered_products(X, mx, Yc):
+    """``Xc^T Xc`` and ``Xc^T Yc`` with ``Xc = X - mx``.
+
+    Constant columns of ``X`` (pixels that never change, dead ReLU inputs)
+    have ``Xc = 0`` exactly, so their rows and columns are set to zero and the
+    products run over the varying columns only.
+    """
+    live = np.flatnonzero(np.any(X != X[:1], axis=0)) if X.shape[0] > 1 else np.arange(0)
+    N = X.shape[1]
+    if live.size == N:
+        Xc = X - mx
+        return Xc.T @ Xc, Xc.T @ Yc
+    Xc = X[:, live]
+    Xc -= mx[live]
+    Sxx, Sxy = np.zeros((N, N)), np.zeros((N, Yc.shape[1]))
+    Sxx[np.ix_(live, live)] = Xc.T @ Xc
+    Sxy[live] = Xc.T @ Yc
+    return Sxx, Sxy
 
 
 def as_quadratic(X, Y=None, *, intercept: bool = True) -> Quadratic:

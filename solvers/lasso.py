@@ -219,11 +219,11 @@ def lasso(
     stop if the relative gap is ``<= tol``; otherwise build working sets
     (per output for l1 / elastic net, over rows for group) from the nonzeros
     and the worst violators of ``|grad_im| <= lam1`` (``||grad_i|| <= lam``),
-    at most ``max(50, 2 nnz)`` entries, and minimize the restricted problem by
+    at most ``max(200, 2 nnz)`` entries, and minimize the restricted problem by
     exact coordinate (row-block) updates
     ``w_im <- S(G_ii w_im - grad_im, lam1) / (G_ii + lam2)`` (``lam1``,
     ``lam2``: the l1 and squared-l2 weights of ``lam R``) until its own gap
-    falls below 0.3 times the current one (below ``tol`` when no violator was
+    falls below 0.1 times the current one (below ``tol`` when no violator was
     left out). For l1 / elastic net every 5 passes try the exact minimizer on
     the current support and signs (a small Cholesky solve) and Anderson
     extrapolation, kept when they lower the objective. FISTA (``"fista"``)

@@ -57,6 +57,24 @@ def test_float32_large_means(rng):
     assert q.dtype == np.float32
 
 
+def test_constant_columns(rng):
+    # columns 1 and 4 never vary (a constant 0.3 and a dead input); column 2 is
+    # constant in the first batch only: every path of the centered products
+    X, Y = data(rng, P=400)
+    X[:, 1], X[:, 4], X[:200, 2] = 0.3, 0.0, -1.5
+    stats = batched(X, Y, n=2)
+    q = stats.quadratic(intercept=True)
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    # float64 rounding on sums of 400 O(1) products
+    np.testing.assert_allclose(q.G, Xc.T @ Xc / 400, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(q.C, Xc.T @ Yc / 400, rtol=1e-12, atol=1e-13)
+    # constant columns have exactly zero centered moments (not rounding noise)
+    assert not q.G[[1, 4]].any() and not q.G[:, [1, 4]].any() and not q.C[[1, 4]].any()
+    xtx, xty, *_ = one_shot(X, Y)
+    np.testing.assert_allclose(stats.xtx(), xtx, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(stats.xty(), xty, rtol=1e-12, atol=1e-10)
+
+
 def test_merge_equals_update(rng):
     X, Y = data(rng)
     a, b = GramStats.from_arrays(X[:200], Y[:200]), GramStats.from_arrays(X[200:], Y[200:])
