@@ -14,6 +14,7 @@ from .permutation import inverse_permutation, nm_permutation, permute_inputs
 from .projection import support_mask
 from .refit import RCOND, _psd_solve, refit_quadratic
 from .result import Result
+from .swaps import swap_refine
 from .validation import check_scalar, check_weights
 
 
@@ -74,6 +75,7 @@ def iht(
     refit: bool = True,
     debias_every: int = 0,
     permute: bool = False,
+    swaps: bool = False,
 ) -> Result:
     """Sparse least squares under a pattern by accelerated iterative hard thresholding.
 
@@ -122,14 +124,24 @@ def iht(
         its inputs by ``perm`` (the previous layer's output channels, i.e. its
         weight's output dimension and its bias, or the input features) and
         keep ``W[perm]``.
+    swaps : bool
+        For entry-wise patterns (``"unstructured"``, ``"per_output"``, N:M):
+        after the iteration, improve the support of every output column by
+        exact exchanges of one kept and one dropped input of the same
+        comparison group (:func:`~layertrim.solvers.swaps.swap_refine`) while
+        an exchange lowers the refitted loss. Slower (seconds on a
+        ``784 x 300`` layer), usually a much lower loss: the iteration stops
+        at supports that no single step of it improves, but that a single
+        exchange still does.
 
     Returns
     -------
     Result
         ``objective`` is the loss; ``history["objective"]`` the loss after each
         iteration; ``info`` holds ``loss_start``, ``loss_iht`` (before the
-        final refit), ``restarts``, ``lipschitz`` (``L``), ``pattern``, ``sparsity``
-        and, with ``permute``, ``permutation``.
+        final refit), ``restarts``, ``lipschitz`` (``L``), ``swap_moves``
+        (exchanges made; 0 without ``swaps``), ``pattern``, ``sparsity`` and,
+        with ``permute``, ``permutation``.
 
     Notes
     -----
@@ -153,6 +165,8 @@ def iht(
     (on MNIST, rarely lit border pixels) that a plain ``1/lambda_max(G)``
     step would barely move.
     The bias is ``b = y_mean - x_mean W``.
+    With ``swaps``, each column's final support is then improved by exchanges
+    that each lower its refitted loss, so the loss stays monotone.
 
     Stopping: (a) the support did not change in an iteration and the loss fell
     by less than ``tol`` times its value; (b) with ``debias_every = k``, every
@@ -177,6 +191,8 @@ def iht(
     pat.check_shape(N, M)
     if permute and pat.kind != "n:m":
         raise ParameterError(f"permute=True needs an N:M pattern such as '2:4', got {pat}")
+    if swaps and pat.kind not in ("unstructured", "per_output", "n:m"):
+        raise ParameterError(f"swaps=True needs an entry-wise pattern (unstructured, per_output, N:M), got {pat}")
     if W0 is not None:
         W0 = check_weights(W0, N, M, name="W0", dtype=np.float64)
     else:
@@ -229,7 +245,11 @@ def iht(
                 W, GW, f = W_ls, GW_ls, f_ls
             Z, GZ, t, since_debias = W, GW, 1.0, 0
     loss_iht = f
-    if refit:
+    moves = 0
+    if swaps and L_D > 0:
+        groups = np.arange(N) // pat.m if pat.kind == "n:m" else np.zeros(N, dtype=np.int64)
+        mask, moves = swap_refine(q, mask, groups)
+    if refit or moves:
         W_ref, _ = refit_quadratic(q, mask)
         f_ref = q.loss(W_ref)
         if f_ref <= f:
@@ -246,6 +266,7 @@ def iht(
         "loss_iht": loss_iht,
         "restarts": restarts,
         "lipschitz": L_D,
+        "swap_moves": moves,
         "pattern": str(pat),
         "sparsity": float(np.mean(W == 0)),
     }

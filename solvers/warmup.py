@@ -14,7 +14,7 @@ import numpy as np
 _WARMUPS = []
 
 #: modules holding kernels, imported by warmup() so their registrations run
-KERNEL_MODULES: list[str] = ["prox", "grda", "feta_kernels", "nettrim_kernels", "duality", "cd_kernels", "projection", "permutation"]
+KERNEL_MODULES: list[str] = ["prox", "grda", "feta_kernels", "nettrim_kernels", "duality", "cd_kernels", "projection", "permutation", "swaps"]
 
 
 def register(fn):
