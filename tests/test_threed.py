@@ -90,7 +90,9 @@ def test_monotone_fit_respects_the_shape_and_matches_cvxpy(rng, form):
     # independent reference: the same bound-constrained least squares in cvxpy (Clarabel)
     u = 1.0 - pts
     basis = np.c_[np.ones(30), -np.stack([np.prod(u**e, axis=1) for e in exps[1:]], axis=1)]
-    beta = cp.Variable(len(exps))
+    # the cone also holds x_a x_b - 1 for the three pairs (pruning two dimensions costs less than the sum)
+    basis = np.c_[basis, np.stack([pts[:, a] * pts[:, b] - 1 for a, b in ((0, 1), (0, 2), (1, 2))], axis=1)]
+    beta = cp.Variable(basis.shape[1])
     obj = cp.sum_squares(basis @ beta - acc) + ridge * 30 * cp.sum_squares(beta[1:])
     ref = solve(cp.Problem(cp.Minimize(obj), [beta[1:] >= 0]))
     mine = float(np.sum((model(*pts.T) - acc) ** 2))
@@ -99,6 +101,20 @@ def test_monotone_fit_respects_the_shape_and_matches_cvxpy(rng, form):
     pred_ref = basis @ beta.value
     np.testing.assert_allclose(model(*pts.T), pred_ref, atol=1e-5)
     assert mine + ridge * 30 * np.sum(np.clip(beta.value[1:], 0, None) ** 2) == pytest.approx(ref, rel=1e-5)
+
+
+def test_monotone_fit_represents_cheaper_joint_pruning(rng):
+    # accuracy that depends on the product of the ratios (like FLOPs): pruning two
+    # dimensions together costs less than the sum of the separate costs
+    pts = rng.uniform(0.4, 1.0, size=(40, 3))
+    acc = 0.95 - 0.1 * (1 - pts[:, 1] * pts[:, 2]) - 0.05 * (1 - pts[:, 0])
+    model = fit_accuracy_model(pts, acc, ridge=0.0, monotone=True)
+    # exactly representable: x_w x_r - 1 is in the cone (bvls stops at ~1e-12)
+    assert model.residual < 1e-8
+    box = rng.uniform(0.0, 1.0, size=(200, 3))
+    assert np.array([model.gradient(x) for x in box]).min() >= -1e-9
+    # its w*r coefficient is positive: the interaction the shortfall terms alone cannot take
+    assert model.coef[[tuple(e) for e in model.exponents.tolist()].index((0, 1, 1))] == pytest.approx(0.1, abs=1e-8)
 
 
 def test_monotone_model_puts_the_optimum_on_the_budget_surface(rng):
@@ -211,6 +227,28 @@ def test_realizable_optimum_is_the_exhaustive_discrete_best(rng):
     # a stricter check (e.g. the counted FLOPs) moves to the next best configuration
     strict = realizable_optimum(model, flops, 0.5, depths, widths, res, check=lambda d, w, r: flops(d, w, r) * 1.1)
     assert float(flops(*strict.ratios)) * 1.1 <= 0.5 and strict.accuracy <= opt.accuracy
+
+
+def test_realizable_optimum_with_slack_trusts_the_check(rng):
+    pts = rng.uniform(0.1, 1, size=(30, 3))
+    model = fit_accuracy_model(pts, 1 - (1 - pts) @ np.array([0.2, 0.5, 0.3]), monotone=True)
+    flops = FlopsModel(np.array([0.1, 0.9]), np.array([[0, 0, 0], [1, 2, 2]]))
+    depths, widths, res = np.arange(5) / 4, np.arange(1, 9) / 8, np.arange(4, 29) / 28
+
+    def counted(d, w, r):
+        # the model overestimates the "real" FLOPs by 20% (like rounding of feature maps)
+        return float(flops(d, w, r)) / 1.2
+
+    best = max(((float(model(d, w, r)), (d, w, r)) for d in depths for w in widths for r in res
+                if counted(d, w, r) <= 0.5), key=lambda t: t[0])
+    opt = realizable_optimum(model, flops, 0.5, depths, widths, res, check=counted, slack=0.25)
+    np.testing.assert_allclose(opt.ratios, best[1])
+    assert opt.flops == counted(*opt.ratios) <= 0.5
+    # without slack the model's overestimate excludes configurations that meet the budget
+    plain = realizable_optimum(model, flops, 0.5, depths, widths, res, check=counted)
+    assert plain.accuracy < opt.accuracy
+    with pytest.raises(ParameterError, match="check"):
+        realizable_optimum(model, flops, 0.5, depths, widths, res, slack=0.1)
 
 
 def test_bad_input_is_rejected(rng):

@@ -1,19 +1,22 @@
 """Three-dimensional pruning of a :class:`ResNet`, end to end (Wang et al.).
 
 1. Sample: from the trained model walk each dimension alone (depth, width,
-   resolution) down a schedule of ratios, pruning the previous, already
-   fine-tuned model a step further and fine-tuning it briefly (iterative
-   pruning reuses the earlier results); then four off-axis points on the
-   FLOPs-budget surface, where the constrained optimum lies (pairs of
-   dimensions and all three sharing the FLOPs reduction equally). Record the
-   validation accuracy at every ``(d, w, r)``.
+   resolution) down a schedule of FLOPs fractions that brackets the budget,
+   pruning the previous, already fine-tuned model a step further and
+   fine-tuning it briefly (iterative pruning reuses the earlier results);
+   then four off-axis points on the FLOPs budget, where the constrained
+   optimum lies (pairs of dimensions and all three sharing the FLOPs
+   reduction equally, shrunk until their counted FLOPs meet the budget).
+   Record the validation accuracy at every ``(d, w, r)``.
 2. Fit ``acc(d, w, r)`` (:func:`layertrim.solvers.fit_accuracy_model`),
    by default constrained to be nondecreasing in each ratio, so it cannot
    extrapolate above the unpruned accuracy.
 3. Maximize it under the FLOPs budget with the network's own FLOPs model
    (:func:`layertrim.solvers.maximize_accuracy`), over the box the samples
-   span, then pick the best realizable configuration whose *counted* FLOPs
-   meet the budget (:func:`layertrim.solvers.realizable_optimum`); sample
+   span, then pick the best realizable configuration (whole blocks; the
+   same near-uniform per-stage channel counts as the width-only baseline;
+   whole pixels) whose *counted* FLOPs meet the budget
+   (:func:`layertrim.solvers.realizable_optimum`); sample
    that configuration too, refit and solve again (``refine`` rounds).
 4. Prune the original model to it and fine-tune.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,9 +106,9 @@ class ThreeDReport:
     info: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
-        lines = [f"{'path':<22} {'d':>5} {'w':>5} {'r':>5} {'FLOPs':>7} {'val acc':>8}"]
+        lines = [f"{'path':<30} {'d':>5} {'w':>5} {'r':>5} {'FLOPs':>7} {'val acc':>8}"]
         for s in self.samples:
-            lines.append(f"{s['path']:<22} {s['d']:5.2f} {s['w']:5.2f} {s['r']:5.2f} {s['flops']:7.3f} {s['accuracy']:8.4f}")
+            lines.append(f"{s['path']:<30} {s['d']:5.2f} {s['w']:5.2f} {s['r']:5.2f} {s['flops']:7.3f} {s['accuracy']:8.4f}")
         o, c = self.optimum, self.chosen
         lines += [
             f"fit: {self.accuracy_model.form} degree {self.accuracy_model.degree}, rms residual {self.accuracy_model.residual:.4f}",
@@ -114,6 +118,9 @@ class ThreeDReport:
             f"accuracy {self.base_accuracy:.4f} -> {self.accuracy:.4f}, FLOPs {self.base_flops:,} -> {self.flops:,} "
             f"({self.flops / self.base_flops:.3f})",
         ]
+        if "sampling_seconds" in self.info:
+            lines.append(f"cost: {len(self.samples) - 1} samples, {self.info['sample_finetune_epochs']} fine-tuning epochs, "
+                         f"{self.info['sampling_seconds']:.1f} s; final fine-tune {self.info['final_seconds']:.1f} s")
         return "\n".join(lines)
 
 
@@ -163,10 +170,10 @@ def three_d_prune(
     val_data,
     *,
     flops_budget: float = 0.5,
-    ratios=(0.75, 0.5, 0.25),
+    trajectory=None,
     finetune_epochs: int = 1,
     final_epochs: int = 3,
-    criterion: str = "l1",
+    criterion: str = "lsq",
     form: str = "specialized",
     degree: int = 2,
     ridge: float = 1e-4,
@@ -174,6 +181,8 @@ def three_d_prune(
     refine: int = 1,
     n_calibration: int = 256,
     lr: float = 1e-3,
+    cosine: bool = True,
+    shift: int = 0,
     progress: bool = True,
     seed: int = 0,
 ) -> ThreeDReport:
@@ -187,8 +196,13 @@ def three_d_prune(
         Fine-tuning data and the data the accuracy samples are measured on.
     flops_budget : float in (0, 1)
         Allowed fraction of the original FLOPs (counted per sample).
-    ratios : sequence of float
-        Per-dimension schedule of the sampling trajectories (decreasing).
+    trajectory : sequence of float, optional
+        FLOPs fractions (decreasing) at which each single-dimension trajectory
+        is sampled, by the FLOPs model; default ``flops_budget ** (k / 3)``
+        for ``k = 1, 2, 3, 4``, geometric steps that end just below the
+        budget so that the budget surface is interpolated, not extrapolated.
+        A step that rounds to the previous realizable configuration (whole
+        blocks, channels, pixels) is skipped.
     finetune_epochs, final_epochs : int
         Adam epochs after each sampling step and after the final pruning.
     criterion : {"l1", "bn", "lsq"}
@@ -202,6 +216,10 @@ def three_d_prune(
         refit and solve again.
     n_calibration : int
         Training images used to score blocks and channels.
+    lr, cosine, shift
+        Fine-tuning: Adam learning rate, cosine decay to 0 within every
+        fine-tune, random translations of up to ``shift`` pixels
+        (:func:`layertrim.bindings.torch.mnist.train`).
 
     Returns
     -------
@@ -209,22 +227,30 @@ def three_d_prune(
 
     Notes
     -----
-    Samples: the unpruned model; ``len(ratios)`` steps along each dimension
-    alone; four points on the budget surface of the FLOPs model (each pair of
-    dimensions and all three sharing the reduction equally), where the
-    optimum lies since accuracy is nondecreasing in each ratio; and
-    ``refine`` points at the chosen optimum. Each off-axis point is pruned
-    from the most pruned sampled model that dominates it, so fine-tuning is
-    reused as in the iterative scheme of the method.
+    Samples: the unpruned model; up to ``len(trajectory)`` steps along each
+    dimension alone; four points on the FLOPs budget (each pair of
+    dimensions and all three sharing the reduction equally by the FLOPs
+    model, then shrunk together until the counted FLOPs meet the budget),
+    where the optimum lies since accuracy is nondecreasing in each ratio;
+    and ``refine`` points at the chosen optimum. Each off-axis point is
+    pruned from the most pruned sampled model that dominates it, so
+    fine-tuning is reused as in the iterative scheme of the method. The
+    final network is pruned from the original model, not from a sample.
+    Realizable candidates are ranked by the fitted model; those whose
+    modelled FLOPs exceed the budget by up to 50% are still counted, since
+    the FLOPs model ignores the rounding of channels and feature maps.
     """
     from tqdm.auto import tqdm
 
     flops_budget = check_scalar(flops_budget, "flops_budget", low=0.0, high=1.0, low_open=True, high_open=True)
     check_choice(criterion, "criterion", ("l1", "bn", "lsq"))
-    ratios = [check_scalar(r, "ratios", low=0.0, high=1.0, low_open=True, high_open=True) for r in ratios]
+    if trajectory is None:
+        trajectory = [flops_budget ** (k / 3) for k in (1, 2, 3, 4)]
+    trajectory = [check_scalar(t, "trajectory", low=0.0, high=1.0, low_open=True, high_open=True)
+                  for t in trajectory]
     refine = check_scalar(refine, "refine", low=0, integer=True)
-    if len(ratios) < 2:
-        raise ParameterError("ratios needs at least two steps per dimension")
+    if len(trajectory) < 2:
+        raise ParameterError("trajectory needs at least two steps per dimension")
     X, y = _as_tensors(train_data, "train_data")
     Xv, yv = _as_tensors(val_data, "val_data")
     size = X.shape[-1]
@@ -244,23 +270,42 @@ def three_d_prune(
         pool.append((m, (d, w, r), s["flops"]))
 
     def finetune(m, epochs, offset):
-        return train(m, X, y, epochs=epochs, lr=lr, seed=seed + offset)
-
-    def sample_at(x, path, offset):
-        start = _ancestor(pool, x)
-        m = prune_3d(start, *x, data=calib, criterion=criterion, base_size=size)
-        record(finetune(m, finetune_epochs, offset), path)
+        return train(m, X, y, epochs=epochs, lr=lr, seed=seed + offset, cosine=cosine, shift=shift)
 
     base_removable = max(net.base_removable, 1)
     depths = np.arange(base_removable + 1) / base_removable
-    widths = np.unique(np.concatenate([np.arange(1, c + 1) / c for c in net.base_widths]))
+    # realizable widths: the near-uniform per-stage ratios of the width-only baseline, by their kept
+    # fraction of channels; of several with the same fraction, the one with the fewest FLOPs
+    per_stage, fewest = {}, {}
+    for ws in _width_candidates(net):
+        m = prune_width(net, ws)
+        w, f = ratios_of(m, size)[1], count_flops(m, sample).flops
+        if f < fewest.get(w, np.inf):
+            per_stage[w], fewest[w] = ws, f
+    widths = np.array(sorted(per_stage))
     resolutions = np.arange(1, size + 1) / size
-    built = {}
+
+    def build(start, d, w, r, crit=criterion):
+        return prune_3d(start, d, per_stage.get(w, w), r, data=calib, criterion=crit, base_size=size)
+
+    def sample_at(x, path, offset):
+        record(finetune(build(_ancestor(pool, x), *x), finetune_epochs, offset), path)
+
+    flops_of = {}
 
     def counted(d, w, r):
-        m = prune_3d(net, d, w, r, data=calib, criterion=criterion, base_size=size)
-        built[(d, w, r)] = m
-        return count_flops(m, sample).flops / base_flops
+        # FLOPs do not depend on which channels are kept: count with the cheap criterion
+        if (d, w, r) not in flops_of:
+            flops_of[(d, w, r)] = count_flops(build(net, d, w, r, "l1"), sample).flops / base_flops
+        return flops_of[(d, w, r)]
+
+    def onto_budget(x):
+        # the FLOPs model ignores rounding (channels, feature-map sizes): shrink the pruned
+        # dimensions together until the counted FLOPs meet the budget
+        x = list(x)
+        while counted(*x) > flops_budget:
+            x = [v * 0.98 if v < 1 else v for v in x]
+        return tuple(x)
 
     def fit_and_solve():
         pts = np.array([[s["d"], s["w"], s["r"]] for s in samples])
@@ -270,35 +315,44 @@ def three_d_prune(
         optimum = maximize_accuracy(acc_model, fm, flops_budget, lower=lower, upper=1.0)
         keep = lambda v, lo: v[v >= lo - 1e-9]  # noqa: E731 - stay inside the sampled box
         chosen = realizable_optimum(acc_model, fm, flops_budget, keep(depths, lower[0]), keep(widths, lower[1]),
-                                    keep(resolutions, lower[2]), check=counted)
+                                    keep(resolutions, lower[2]), check=counted, slack=0.5)
         return acc_model, optimum, chosen
 
     budget_points = _budget_points(fm, flops_budget)
-    bar = tqdm(total=1 + 3 * len(ratios) + len(budget_points) + refine + 1, desc="3-D pruning", disable=not progress)
+    start = time.perf_counter()
+    bar = tqdm(total=1 + 3 * len(trajectory) + len(budget_points) + refine + 1, desc="3-D pruning",
+               disable=not progress)
     record(net, "original")
     bar.update()
     for a, axis in enumerate(AXES):
         current = net
-        for i, ratio in enumerate(ratios):
-            current = finetune(_step(current, axis, ratio, calib, criterion, size), finetune_epochs, 100 * a + i)
-            record(current, f"{axis} {ratio:.2f}")
+        for i, target in enumerate(trajectory):
+            step = _step(current, axis, _axis_ratio(fm, a, target), calib, criterion, size)
+            if ratios_of(step, size) != ratios_of(current, size):
+                current = finetune(step, finetune_epochs, 100 * a + i)
+                record(current, f"{axis} {ratios_of(current, size)[a]:.2f}")
             bar.update()
     for j, (name, x) in enumerate(budget_points):
-        sample_at(x, f"budget {name}", 1000 + j)
+        sample_at(onto_budget(x), f"budget {name}", 1000 + j)
         bar.update()
     acc_model, optimum, chosen = fit_and_solve()
     for j in range(refine):
         sample_at(chosen.ratios, f"refine {j + 1}", 2000 + j)
         acc_model, optimum, chosen = fit_and_solve()
         bar.update()
-    pruned = finetune(built[(chosen.d, chosen.w, chosen.r)], final_epochs, 10_000)
+    sampling = time.perf_counter() - start
+    start = time.perf_counter()
+    pruned = finetune(build(net, *chosen.ratios), final_epochs, 10_000)
+    final = time.perf_counter() - start
     bar.update()
     bar.close()
     final_flops = count_flops(pruned, sample).flops
     return ThreeDReport(
         model=pruned, samples=samples, accuracy_model=acc_model, optimum=optimum, chosen=chosen,
         base_accuracy=samples[0]["accuracy"], accuracy=accuracy(pruned, Xv, yv),
-        base_flops=base_flops, flops=final_flops, info={"flops_model": fm, "flops_budget": flops_budget},
+        base_flops=base_flops, flops=final_flops, info={"flops_model": fm, "flops_budget": flops_budget,
+                                                         "sampling_seconds": sampling, "final_seconds": final,
+                                                         "sample_finetune_epochs": finetune_epochs * (len(samples) - 1)},
     )
 
 
@@ -314,9 +368,11 @@ def _width_candidates(net) -> list[tuple[float, ...]]:
 
 
 def single_axis_prune(model: nn.Module, axis: str, flops_budget: float, train_data, *, epochs: int = 3,
-                      criterion: str = "l1", n_calibration: int = 256, lr: float = 1e-3, seed: int = 0):
+                      criterion: str = "lsq", n_calibration: int = 256, lr: float = 1e-3, cosine: bool = True,
+                      shift: int = 0, seed: int = 0):
     """Prune along one dimension only, to the realizable configuration with the most counted
-    FLOPs within ``flops_budget``, then fine-tune ``epochs``. Returns ``(model, ratio, flops_fraction)``.
+    FLOPs within ``flops_budget``, then fine-tune ``epochs`` (as :func:`three_d_prune`'s final
+    fine-tune: ``lr``, ``cosine``, ``shift``, seed). Returns ``(model, ratio, flops_fraction)``.
 
     Depth: the number of removable blocks kept; resolution: whole pixels; width:
     one ratio per stage, each within one channel of a common ratio (uniform
@@ -346,7 +402,7 @@ def single_axis_prune(model: nn.Module, axis: str, flops_budget: float, train_da
         raise InfeasibleError(f"pruning {axis} alone cannot reach {flops_budget:.3f} of the FLOPs")
     m = _step(net, axis, best[0], calib, criterion, size)
     ratio = float(np.mean(best[0])) if axis == "width" else float(best[0])
-    return train(m, X, y, epochs=epochs, lr=lr, seed=seed + 10_000), ratio, best[1]
+    return train(m, X, y, epochs=epochs, lr=lr, seed=seed + 10_000, cosine=cosine, shift=shift), ratio, best[1]
 
 
 def compare_plans(model: nn.Module, train_data, val_data, test_data, *, flops_budget: float = 0.5,
@@ -363,7 +419,7 @@ def compare_plans(model: nn.Module, train_data, val_data, test_data, *, flops_bu
              "test_accuracy": accuracy(model, Xt, yt)}]
     rows.append({"plan": "3-D (fitted)", **dict(zip("dwr", ratios_of(report.model, size))),
                  "flops": report.flops / base, "test_accuracy": accuracy(report.model, Xt, yt)})
-    single_kw = {k: kwargs[k] for k in ("criterion", "n_calibration", "lr", "seed") if k in kwargs}
+    single_kw = {k: kwargs[k] for k in ("criterion", "n_calibration", "lr", "cosine", "shift", "seed") if k in kwargs}
     for axis in AXES:
         m, _, frac = single_axis_prune(model, axis, flops_budget, train_data, epochs=final_epochs, **single_kw)
         rows.append({"plan": f"{axis} only", **dict(zip("dwr", ratios_of(m, size))), "flops": frac,
