@@ -142,10 +142,14 @@ def test_three_d_prune_meets_budget_small():
     rep = three_d_prune(model, (X, y), (X, y), flops_budget=0.5, trajectory=(0.8, 0.5), finetune_epochs=1,
                         final_epochs=1, n_calibration=16, progress=False)
     assert rep.flops / rep.base_flops <= 0.5
-    # original, trajectories (a depth step may round to the previous one and is skipped), budget surface, refinement
-    assert 1 + 2 * 2 + 1 + 4 + 1 <= len(rep.samples) <= 1 + 3 * 2 + 4 + 1
-    # the budget-surface samples meet the budget by the counted FLOPs
-    assert all(s["flops"] <= 0.5 for s in rep.samples if s["path"].startswith("budget"))
+    # original, trajectories (a depth step may round to the previous one and is skipped), budget surface
+    # (ten directions, duplicates after rounding sampled once), refinement
+    budget = [s for s in rep.samples if s["path"].startswith("budget")]
+    assert 1 <= len(budget) <= 10
+    assert 1 + 2 * 2 + 1 + len(budget) + 1 <= len(rep.samples) <= 1 + 3 * 2 + len(budget) + 1
+    # the budget-surface samples meet the budget by the counted FLOPs, each at a different configuration
+    assert all(s["flops"] <= 0.5 for s in budget)
+    assert len({(s["d"], s["w"], s["r"]) for s in budget}) == len(budget)
     assert rep.model(X).shape == (48, 10)
     assert "realized" in str(rep)
 
@@ -173,6 +177,27 @@ def test_width_baseline_uses_the_budget_best():
     # at least as close to the budget as the best uniform ratio
     uniform = [count_flops(prune_width(net, k / 8), images[:1]).flops / base for k in range(1, 9)]
     assert max(f for f in uniform if f <= 0.5) <= frac <= 0.5
+
+
+def test_budget_points_are_snapped_onto_the_budget_along_their_ray():
+    from layertrim.bindings.torch.threed import _onto_budget
+
+    grids = (np.arange(1, 5) / 4, np.arange(1, 33) / 32, np.arange(1, 29) / 28)
+    flops = lambda d, w, r: d * w**2 * r**2  # noqa: E731 - the usual FLOPs law as the count
+    for x in [(1.0, 0.8, 0.75), (0.6, 1.0, 0.9), (0.8, 0.9, 0.85)]:
+        y = _onto_budget(x, grids, flops, 0.5)
+        assert all(v in g for v, g in zip(y, grids))
+        assert flops(*y) <= 0.5
+        assert all(v == 1.0 for v, u in zip(y, x) if u == 1.0)  # unpruned dimensions stay unpruned
+        # near the budget: the coarsest grid step (depth, 1/4) changes the count by at most a factor 3/4
+        assert flops(*y) > 0.5 * 0.75
+    for x in [(1.0, 0.8, 0.75), (1.0, 0.7, 0.85)]:
+        y = _onto_budget(x, grids, flops, 0.5)
+        # the split between width and resolution is kept: y = x^t up to rounding to the grids (half a
+        # step of 1/32 or 1/28 moves log(v) by <= 0.02 at v >= 0.7, against |log v| >= 0.16: <= 13% each)
+        t = [np.log(y[a]) / np.log(x[a]) for a in (1, 2)]
+        np.testing.assert_allclose(t[0], t[1], rtol=0.3)
+    assert _onto_budget((0.5, 0.5, 0.5), grids, flops, 1e-6) is None
 
 
 def test_random_shift_translates_each_image_within_range():

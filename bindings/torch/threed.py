@@ -4,9 +4,11 @@
    resolution) down a schedule of FLOPs fractions that brackets the budget,
    pruning the previous, already fine-tuned model a step further and
    fine-tuning it briefly (iterative pruning reuses the earlier results);
-   then four off-axis points on the FLOPs budget, where the constrained
-   optimum lies (pairs of dimensions and all three sharing the FLOPs
-   reduction equally, shrunk until their counted FLOPs meet the budget).
+   then up to ten off-axis points on the FLOPs budget, where the
+   constrained optimum lies (each pair of dimensions splitting the FLOPs
+   reduction 1:2, 1:1 and 2:1, and all three sharing it equally), each
+   snapped to the realizable configuration on its ray with the most
+   counted FLOPs within the budget.
    Record the validation accuracy at every ``(d, w, r)``.
 2. Fit ``acc(d, w, r)`` (:func:`layertrim.solvers.fit_accuracy_model`),
    by default constrained to be nondecreasing in each ratio, so it cannot
@@ -146,15 +148,34 @@ def _axis_ratio(fm: FlopsModel, axis: int, target: float) -> float:
 
 
 def _budget_points(fm: FlopsModel, budget: float) -> list[tuple[str, tuple[float, float, float]]]:
-    """Off-axis points on the budget surface: each pair of dimensions, and all three,
-    sharing the FLOPs reduction equally (each pruned dimension keeps ``budget^(1/k)``)."""
+    """Off-axis points on the budget surface: each pair of dimensions splitting the FLOPs
+    reduction 1:2, 1:1 and 2:1, and all three sharing it equally (a dimension with share
+    ``s`` keeps the ratio whose modelled FLOPs alone are ``budget^s``)."""
     points = []
-    for subset in [(0, 1), (0, 2), (1, 2), (0, 1, 2)]:
-        x = [1.0, 1.0, 1.0]
-        for a in subset:
-            x[a] = _axis_ratio(fm, a, budget ** (1.0 / len(subset)))
-        points.append(("+".join(AXES[a] for a in subset), tuple(x)))
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        for share in (1 / 3, 1 / 2, 2 / 3):
+            x = [1.0, 1.0, 1.0]
+            x[a], x[b] = _axis_ratio(fm, a, budget ** share), _axis_ratio(fm, b, budget ** (1 - share))
+            points.append((f"{AXES[a]} {share:.2f} + {AXES[b]}", tuple(x)))
+    points.append(("depth+width+resolution", tuple(_axis_ratio(fm, a, budget ** (1 / 3)) for a in range(3))))
     return points
+
+
+def _onto_budget(x, grids, counted, budget):
+    """The realizable configuration with the most counted FLOPs within ``budget`` on the ray
+    ``x^t`` (``t`` in [0.5, 3], log-spaced ratios keep the split between the pruned
+    dimensions), each ratio snapped to the nearest value of its grid; ``None`` if none fits."""
+    logx = np.log(np.asarray(x, dtype=np.float64))
+    best, seen = None, set()
+    for t in np.linspace(0.5, 3.0, 51):
+        y = tuple(float(g[np.argmin(np.abs(np.log(g) - t * lx))]) for g, lx in zip(grids, logx))
+        if y in seen:
+            continue
+        seen.add(y)
+        f = counted(*y)
+        if f <= budget and (best is None or f > best[0] + 1e-12):
+            best = (f, y)
+    return None if best is None else best[1]
 
 
 def _ancestor(pool, target):
@@ -228,9 +249,11 @@ def three_d_prune(
     Notes
     -----
     Samples: the unpruned model; up to ``len(trajectory)`` steps along each
-    dimension alone; four points on the FLOPs budget (each pair of
-    dimensions and all three sharing the reduction equally by the FLOPs
-    model, then shrunk together until the counted FLOPs meet the budget),
+    dimension alone; up to ten points on the FLOPs budget (each pair of
+    dimensions splitting the reduction 1:2, 1:1 and 2:1 by the FLOPs model,
+    and all three sharing it equally; each point ``x`` then moved along the
+    ray ``x^t``, which keeps the split, to the realizable configuration with
+    the most counted FLOPs within the budget; duplicates sampled once),
     where the optimum lies since accuracy is nondecreasing in each ratio;
     and ``refine`` points at the chosen optimum. Each off-axis point is
     pruned from the most pruned sampled model that dominates it, so
@@ -275,13 +298,14 @@ def three_d_prune(
     base_removable = max(net.base_removable, 1)
     depths = np.arange(base_removable + 1) / base_removable
     # realizable widths: the near-uniform per-stage ratios of the width-only baseline, by their kept
-    # fraction of channels; of several with the same fraction, the one with the fewest FLOPs
-    per_stage, fewest = {}, {}
+    # fraction of channels; of several with the same fraction, the closest to a uniform scaling of
+    # all stages (the smallest spread of the per-stage ratios), then the one with the fewest FLOPs
+    per_stage, rank = {}, {}
     for ws in _width_candidates(net):
         m = prune_width(net, ws)
-        w, f = ratios_of(m, size)[1], count_flops(m, sample).flops
-        if f < fewest.get(w, np.inf):
-            per_stage[w], fewest[w] = ws, f
+        w, key = ratios_of(m, size)[1], (float(np.ptp(ws)), count_flops(m, sample).flops)
+        if key < rank.get(w, (np.inf, np.inf)):
+            per_stage[w], rank[w] = ws, key
     widths = np.array(sorted(per_stage))
     resolutions = np.arange(1, size + 1) / size
 
@@ -298,14 +322,6 @@ def three_d_prune(
         if (d, w, r) not in flops_of:
             flops_of[(d, w, r)] = count_flops(build(net, d, w, r, "l1"), sample).flops / base_flops
         return flops_of[(d, w, r)]
-
-    def onto_budget(x):
-        # the FLOPs model ignores rounding (channels, feature-map sizes): shrink the pruned
-        # dimensions together until the counted FLOPs meet the budget
-        x = list(x)
-        while counted(*x) > flops_budget:
-            x = [v * 0.98 if v < 1 else v for v in x]
-        return tuple(x)
 
     def fit_and_solve():
         pts = np.array([[s["d"], s["w"], s["r"]] for s in samples])
@@ -332,8 +348,13 @@ def three_d_prune(
                 current = finetune(step, finetune_epochs, 100 * a + i)
                 record(current, f"{axis} {ratios_of(current, size)[a]:.2f}")
             bar.update()
+    done = set()
     for j, (name, x) in enumerate(budget_points):
-        sample_at(onto_budget(x), f"budget {name}", 1000 + j)
+        # the FLOPs model ignores rounding (channels, feature-map sizes): the counted FLOPs decide
+        x = _onto_budget(x, (depths[depths > 0], widths, resolutions), counted, flops_budget)
+        if x is not None and x not in done:
+            done.add(x)
+            sample_at(x, f"budget {name}", 1000 + j)
         bar.update()
     acc_model, optimum, chosen = fit_and_solve()
     for j in range(refine):
