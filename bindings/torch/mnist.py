@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from layertrim.solvers.validation import check_scalar
+
 SIZES = (784, 300, 100, 10)
 N_TRAIN = 4000
 
@@ -78,6 +80,7 @@ def train(model: nn.Module, X, y, *, epochs: int = 20, lr: float = 1e-3, batch_s
     cosine over all steps; ``shift > 0`` augments images ``(n, C, H, W)`` by
     random translations of up to ``shift`` pixels (:func:`random_shift`).
     """
+    shift = check_scalar(shift, "shift", low=0, integer=True)
     gen = torch.Generator().manual_seed(seed)
     X, y = torch.as_tensor(X), torch.as_tensor(y)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

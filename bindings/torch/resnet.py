@@ -15,6 +15,7 @@ import os
 import torch
 from torch import nn
 
+from layertrim.solvers.validation import check_scalar
 from .mnist import cache_dir, load_mnist, train
 
 
@@ -107,6 +108,7 @@ def mnist_images(seed: int = 0, size: int = 28):
     a smaller native resolution for experiments where the input should not
     carry much more detail than the network needs.
     """
+    size = check_scalar(size, "size", low=1, high=28, integer=True)
     X_tr, y_tr, X_te, y_te = load_mnist(seed)
 
     def images(X):
