@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 
 from layertrim.bindings.torch import limit_threads
-from layertrim.bindings.torch.mnist import layer_problem
+from layertrim.bindings.torch.examples.mnist import layer_problem
 from layertrim.solvers import ConvergenceWarning, feta, iht, magnitude, nettrim, warmup
 from _timing import median_time
 

@@ -15,8 +15,8 @@ import argparse
 import statistics
 
 from layertrim.bindings.torch import limit_threads
-from layertrim.bindings.torch.grda_experiment import compare_sgd_grda, interpolation_losses
-from layertrim.bindings.torch.mnist import load_mnist
+from layertrim.bindings.torch.examples.grda_experiment import compare_sgd_grda, interpolation_losses
+from layertrim.bindings.torch.examples.mnist import load_mnist
 
 
 def main(argv=None):

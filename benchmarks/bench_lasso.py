@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--skip-skglm", action="store_true")
     args = parser.parse_args()
 
-    from layertrim.bindings.torch.mnist import layer_problem
+    from layertrim.bindings.torch.examples.mnist import layer_problem
     from layertrim.bindings.torch.threads import limit_threads
     from layertrim.solvers import GramStats, lam_max, lasso, warmup
 

@@ -26,7 +26,7 @@ import torch
 
 from layertrim.bindings.torch import fine_tune, limit_threads, prune, sparsity
 from layertrim.bindings.torch.allocation import erk_sparsity
-from layertrim.bindings.torch.mnist import accuracy, load_mnist, trained_mlp
+from layertrim.bindings.torch.examples.mnist import accuracy, load_mnist, trained_mlp
 from layertrim.solvers import LayerTrimError
 
 METHODS = {

@@ -46,8 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from layertrim.bindings.torch import compare_plans, limit_threads, mnist_images, plot_accuracy_surface, trained_resnet
-from layertrim.bindings.torch.threed import format_rows
+from layertrim.bindings.torch import compare_plans, limit_threads, plot_accuracy_surface
+from layertrim.bindings.torch.examples.resnet import mnist_images, trained_resnet
+from layertrim.bindings.torch.structure.threed import format_rows
 
 N_TRAIN, N_VAL = 3000, 500
 BASE = {"epochs": 15, "lr": 3e-3, "cosine": True}

@@ -15,7 +15,9 @@ import os
 import sys
 import traceback
 
-from layertrim.solvers.errors import LayerTrimError
+from layertrim.solvers.base.errors import LayerTrimError
+
+from .methods import get_method, registered_methods
 
 #: exit codes
 OK, USER_ERROR, USAGE_ERROR, INTERNAL_ERROR, INTERRUPTED = 0, 1, 2, 3, 130
@@ -24,7 +26,6 @@ OK, USER_ERROR, USAGE_ERROR, INTERNAL_ERROR, INTERRUPTED = 0, 1, 2, 3, 130
 USER_ERRORS = (LayerTrimError, FileNotFoundError, IsADirectoryError, PermissionError)
 
 VERIFY_METHODS = ("lasso", "nettrim", "feta", "iht")
-PRUNE_METHODS = ("magnitude", "iht", "lasso", "group_lasso", "nettrim", "feta")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "sparsity 0.9, methods magnitude iht nettrim")
     p.add_argument("--out", default="demo_out", metavar="DIR",
                    help="folder for accuracy_vs_sparsity.png and results.json (default: %(default)s)")
-    p.add_argument("--methods", nargs="+", choices=PRUNE_METHODS, metavar="M",
-                   help=f"methods to run (default: all of {', '.join(PRUNE_METHODS)})")
+    p.add_argument("--methods", nargs="+", choices=registered_methods(), metavar="M",
+                   help=f"methods to run (default: all of {', '.join(registered_methods())})")
     p.add_argument("--sparsities", nargs="+", type=float, metavar="S",
                    help="overall weight sparsities in [0, 1) (default: 0.8 0.9 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default: 0)")
@@ -84,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="CALIB",
                    help="calibration inputs: .npy, .npz (array X) or .pt (tensor or (inputs, targets))")
     p.add_argument("--data-key", metavar="KEY", help="array name inside an .npz/.pt dict (default: X)")
-    p.add_argument("--method", required=True, choices=PRUNE_METHODS, metavar="M",
-                   help=f"one of {', '.join(PRUNE_METHODS)}")
+    p.add_argument("--method", required=True, choices=registered_methods(), metavar="M",
+                   help="; ".join(f"{m}: {get_method(m).summary}" for m in registered_methods()))
     p.add_argument("--sparsity", required=True, type=float, metavar="S", help="target weight sparsity in [0, 1)")
     p.add_argument("--out", required=True, metavar="PATH", help="pruned model file (the report goes to PATH.json)")
     p.add_argument("--factory", metavar="MODULE:FUNCTION",
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _threads(n: int, torch_needed: bool):
     if n < 1:
-        from layertrim.solvers.errors import ParameterError
+        from layertrim.solvers.base.errors import ParameterError
 
         raise ParameterError(f"--threads must be at least 1, got {n}")
     if torch_needed:
@@ -157,7 +158,7 @@ def _threads(n: int, torch_needed: bool):
 
 
 def _run_demo(args) -> int:
-    from layertrim.bindings.torch import demo
+    from layertrim.bindings.torch.examples import demo
 
     with _threads(args.threads, torch_needed=True):
         demo.main(quick=args.quick, out_dir=args.out, methods=args.methods,

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from layertrim.solvers.errors import ParameterError
+from layertrim.solvers.base.errors import ParameterError
 
 from .cli_io import InputFileError
 

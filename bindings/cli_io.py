@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layertrim.solvers.errors import LayerTrimError
-from layertrim.solvers.validation import check_array, check_xy
+from layertrim.solvers.base.errors import LayerTrimError
+from layertrim.solvers.base.validation import check_array, check_xy
 
 
 class InputFileError(LayerTrimError, OSError):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from layertrim.solvers.errors import ParameterError, ShapeError
+from layertrim.solvers.base.errors import ParameterError, ShapeError
 
 from .cli_io import InputFileError, first_line, existing_file, load_inputs
 

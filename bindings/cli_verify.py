@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from layertrim.solvers.errors import LayerTrimError, ParameterError
-from layertrim.solvers.validation import check_scalar, check_sparsity, exactly_one
+from layertrim.solvers.base.errors import LayerTrimError, ParameterError
+from layertrim.solvers.base.validation import check_scalar, check_sparsity, exactly_one
 
 from .cli_io import load_layer_problem
 

@@ -3,32 +3,35 @@
 Every solver takes samples-as-rows data ``X (P, N)``, ``Y (P, M)`` (or a
 :class:`GramStats` where only second moments matter), returns one
 :class:`Result`, and raises a :class:`LayerTrimError` subclass on bad input.
+
+One package per problem family, on a shared :mod:`.base`:
+
+- :mod:`.lasso`: ``min (1/2P)||XW + 1b^T - Y||^2 + lam R(W)`` (l1, group, elastic net)
+- :mod:`.nettrim`: ``min ||W||_1`` s.t. a ReLU-consistent fit within ``eps``
+- :mod:`.dc`: ``min (1/2P)||relu(XW + 1b^T) - Y||^2 + lam ||W||_1`` (convex-concave procedure)
+- :mod:`.threshold`: projection onto patterns, refit, IHT, swaps, channel selection
+- :mod:`.grda`: generalized regularized dual averaging
+- :mod:`.threed`: accuracy model and its FLOPs-constrained maximum (3-D pruning)
+- :mod:`.reference`: the convex problems in cvxpy / OSQP
 """
-from .errors import (
+from .base import (
     ConvergenceWarning,
     EmptyDataError,
+    GramStats,
     InfeasibleError,
     LayerTrimError,
     MissingDependencyError,
     NonFiniteError,
     ParameterError,
+    Quadratic,
+    Result,
     ShapeError,
+    bisect_sparsity,
+    warmup,
 )
-from .gram import GramStats, Quadratic
-from .path import bisect_sparsity
-from .result import Result
-from .warmup import warmup
-
-# --- solver exports: one line per solver module -------------------------------
+from .dc import feta
 from .grda import grda, grda_step
-from .feta import feta
-from .nettrim import nettrim
 from .lasso import lam_max, lasso
+from .nettrim import nettrim
 from .threed import AccuracyModel, FlopsModel, ThreeDOptimum, fit_accuracy_model, maximize_accuracy, monomial_exponents, realizable_optimum
-from .channel_selection import backward_group_selection
-from .projection import project
-from .refit import refit
-from .iht import iht
-from .magnitude import magnitude
-from .permutation import nm_permutation
-# --- end of solver exports ----------------------------------------------------
+from .threshold import backward_group_selection, iht, magnitude, nm_permutation, project, refit

@@ -28,10 +28,10 @@ import warnings
 import numpy as np
 from numba import njit
 
-from .errors import ConvergenceWarning, ParameterError, ShapeError
-from .result import Result
-from .validation import check_scalar, check_weights, check_xy
-from .warmup import register
+from .base.errors import ConvergenceWarning, ParameterError, ShapeError
+from .base.result import Result
+from .base.validation import check_scalar, check_weights, check_xy
+from .base.warmup import register
 
 
 def threshold_increment(lr: float, n: int, c: float, mu: float) -> float:

@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.optimize import lsq_linear, minimize
 
-from .errors import InfeasibleError, ParameterError, ShapeError
-from .validation import check_array, check_choice, check_scalar, result_dtype
+from .base.errors import InfeasibleError, ParameterError, ShapeError
+from .base.validation import check_array, check_choice, check_scalar, result_dtype
 
 FORMS = ("specialized", "full")
 

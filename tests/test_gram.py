@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from layertrim.solvers import EmptyDataError, GramStats, ShapeError
-from layertrim.solvers.gram import as_quadratic
+from layertrim.solvers.base.gram import as_quadratic
 
 
 def data(rng, P=500, N=6, M=3, offset=0.0, dtype=np.float64):

@@ -211,9 +211,9 @@ def test_one_dimensional_target():
 @pytest.mark.parametrize("penalty", PENALTIES)
 def test_dual_value_bounds_optimum_anywhere(penalty):
     # weak duality at arbitrary (non-optimal) W: D(Theta(W)) <= P* <= P(W)
-    from layertrim.solvers.duality import gap
-    from layertrim.solvers.gram import as_quadratic
-    from layertrim.solvers.lasso import _weights
+    from layertrim.solvers.lasso.duality import gap
+    from layertrim.solvers.base.gram import as_quadratic
+    from layertrim.solvers.lasso.solver import _weights
 
     X, Y = make_instance("random", seed=10)
     lam = 0.1 * lam_max(X, Y, penalty=penalty)
@@ -229,7 +229,7 @@ def test_dual_value_bounds_optimum_anywhere(penalty):
 
 
 def test_kernel_linear_algebra():
-    from layertrim.solvers.cd_kernels import anderson_weights, cholesky_solve
+    from layertrim.solvers.lasso.cd_kernels import anderson_weights, cholesky_solve
 
     rng = np.random.default_rng(12)
     B = rng.standard_normal((8, 6))

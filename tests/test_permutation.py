@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from layertrim.solvers import ParameterError, ShapeError, iht, magnitude, nm_permutation
-from layertrim.solvers.permutation import exchange_gain, group_stats
+from layertrim.solvers.threshold.permutation import exchange_gain, group_stats
 
 
 def kept_importance(S, perm, n, m):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layertrim.solvers import NonFiniteError, ParameterError, ShapeError, project
-from layertrim.solvers.patterns import n_zeros, parse_pattern
+from layertrim.solvers.base.patterns import n_zeros, parse_pattern
 
 
 def feasible(mask, pattern, keep):

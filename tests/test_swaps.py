@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from layertrim.solvers import ParameterError, iht
-from layertrim.solvers.gram import as_quadratic
-from layertrim.solvers.refit import RCOND
-from layertrim.solvers.swaps import _best_exchange, _column_state, group_members, swap_refine
+from layertrim.solvers.base.gram import as_quadratic
+from layertrim.solvers.threshold.refit import RCOND
+from layertrim.solvers.threshold.swaps import _best_exchange, _column_state, group_members, swap_refine
 
 
 def lstsq_loss(X, y, support):

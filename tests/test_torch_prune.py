@@ -17,7 +17,7 @@ from layertrim.bindings.torch import fine_tune, make_permanent, prune, sparsity 
 from layertrim.solvers import EmptyDataError, NonFiniteError, ParameterError  # noqa: E402
 
 prune_module = importlib.import_module("layertrim.bindings.torch.prune")
-dispatch = importlib.import_module("layertrim.bindings.torch.dispatch")
+methods = importlib.import_module("layertrim.bindings.methods")
 
 METHODS = ["magnitude", "iht", "lasso", "group_lasso", "nettrim", "feta"]
 
@@ -190,7 +190,7 @@ def test_failure_leaves_the_model_exactly_as_before(data, monkeypatch):
         prune(model, calib, method="magnitude", sparsity=0.5, progress=False)
     monkeypatch.undo()
 
-    real_solve = dispatch.solve_group
+    real_solve = methods.solve_group
 
     def interrupted(spec, *args, **kw):
         if spec.method == "lasso":

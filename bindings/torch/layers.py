@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layertrim.solvers.errors import ParameterError
+from layertrim.solvers.base.errors import ParameterError
 
 #: layer types the binding can turn into regression problems
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d)

@@ -2,7 +2,7 @@
 
 Each chosen layer ``l`` (with ``g`` groups) is the problem
 ``min_W  penalty(W)  s.t./+  fit(X_l W + 1 b^T, Y_l)`` of its method (see
-:mod:`.dispatch`), where ``Y_l`` is the dense network's output of the layer
+:mod:`layertrim.bindings.methods`), where ``Y_l`` is the dense network's output of the layer
 and ``X_l`` its input: from the dense network (``scheme="parallel"``) or from
 the network whose preceding layers are already pruned (``scheme="cascade"``,
 layers taken in execution order, so that later layers compensate the error of
@@ -27,11 +27,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from layertrim.solvers.errors import ParameterError
-from layertrim.solvers.validation import check_choice, check_scalar, check_sparsity
+from layertrim.solvers.base.errors import ParameterError
+from layertrim.solvers.base.validation import check_choice, check_scalar, check_sparsity
 
 from .capture import capture, find_layers, reusable
-from .dispatch import METHODS, STATUS_ORDER, LayerSpec, solve_group
+from ..methods import STATUS_ORDER, LayerSpec, get_method, solve_group
 from .layers import bias_vectors, weight_from_matrices, weight_matrices
 from .report import LayerReport, PruneReport
 from .snapshot import ModelSnapshot
@@ -192,8 +192,10 @@ def prune(
         (a DataLoader works). Iterated once per layer in the cascade scheme;
         a one-shot iterator is first stored in a list.
     method : str or dict
-        One of ``"magnitude"``, ``"iht"``, ``"lasso"``, ``"group_lasso"``,
-        ``"nettrim"``, ``"feta"``; or a dict layer name -> method name, or
+        A registered method (:func:`~layertrim.bindings.methods.registered_methods`:
+        ``"magnitude"``, ``"iht"``, ``"lasso"``, ``"group_lasso"``,
+        ``"nettrim"``, ``"feta"`` and any added by
+        :func:`~layertrim.bindings.methods.register_method`); or a dict layer name -> method name, or
         layer name -> dict of per-layer settings (``method``, ``sparsity``,
         ``eps``, ``lam``, ``pattern``, ``refit``, solver options).
     sparsity, eps, lam : float or dict layer -> float
@@ -221,7 +223,7 @@ def prune(
         Overrides whether a ReLU follows a layer (auto-detected in
         ``nn.Sequential``).
     gamma : float
-        Net-Trim cascade slack (see :func:`.dispatch.solve_group`).
+        Net-Trim cascade slack (see :mod:`layertrim.bindings.methods.nettrim`).
     seed : int
         Seed of the row sampling.
     **solver_options
@@ -249,7 +251,7 @@ def prune(
     for value, what in ((method, "method"), (sparsity, "sparsity"), (eps, "eps"), (lam, "lam"), (relu, "relu")):
         _check_keys(value, names, what)
     if isinstance(method, str):
-        check_choice(method, "method", METHODS)
+        get_method(method)
     specs = layer_specs(
         names, method=method, sparsity=sparsity, eps=eps, lam=lam, pattern=pattern, refit=refit,
         solver_options=solver_options,

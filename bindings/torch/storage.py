@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from layertrim.solvers.errors import ParameterError, ShapeError
+from layertrim.solvers.base.errors import ParameterError, ShapeError
 
 FORMAT = "layertrim-sparse"
 VERSION = 1

@@ -1,7 +1,7 @@
 """Shared plumbing for the cvxpy reference programs: import, solver choice, solve."""
 from __future__ import annotations
 
-from ..errors import LayerTrimError, MissingDependencyError, ParameterError
+from ..base.errors import LayerTrimError, MissingDependencyError, ParameterError
 
 SOLVERS = {"clarabel": "CLARABEL", "scs": "SCS"}
 

@@ -1,13 +1,13 @@
-"""cvxpy statement of one convex subproblem of the DC ReLU-layer solver (:func:`layertrim.solvers.feta`)."""
+"""cvxpy statement of one convex subproblem of the DC ReLU-layer solver (:func:`layertrim.solvers.dc.feta`)."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-from ..feta_subproblem import linearize
-from ..result import Result
-from ..validation import check_scalar, check_weights, check_xy
+from ..dc.subproblem import linearize
+from ..base.result import Result
+from ..base.validation import check_scalar, check_weights, check_xy
 from ._cvxpy import require_cvxpy, solve
 
 

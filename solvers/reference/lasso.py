@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LayerTrimError, MissingDependencyError
-from ..validation import check_choice, check_scalar, check_xy
+from ..base.errors import LayerTrimError, MissingDependencyError
+from ..base.validation import check_choice, check_scalar, check_xy
 from ._cvxpy import require_cvxpy, solve
 
 PENALTIES = ("l1", "group", "elastic_net")

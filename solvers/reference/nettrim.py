@@ -1,10 +1,10 @@
-"""The Net-Trim program in cvxpy (reference for :func:`layertrim.solvers.nettrim`)."""
+"""The Net-Trim program in cvxpy (reference for :func:`layertrim.solvers.nettrim.solver`)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError, ShapeError
-from ..validation import check_array, check_choice, check_scalar, check_xy
+from ..base.errors import ParameterError, ShapeError
+from ..base.validation import check_array, check_choice, check_scalar, check_xy
 from ._cvxpy import require_cvxpy, solve
 
 

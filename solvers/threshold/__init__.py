@@ -1,0 +1,17 @@
+"""Hard thresholding: supports under a sparsity pattern and fits on them.
+
+- :func:`project`: exact projection onto a pattern (unstructured top-k, per
+  output, N:M, whole input rows / output columns);
+- :func:`refit`: ``min (1/2P)||X W + 1 b^T - Y||_F^2`` on a fixed support;
+- :func:`magnitude`: projection of given weights (+ refit);
+- :func:`iht`: ``min (1/2P)||X W + 1 b^T - Y||_F^2  s.t.  W in pattern`` by
+  accelerated iterative hard thresholding, with exact exchange refinement
+  (:mod:`.swaps`) and N:M input permutations (:mod:`.permutation`);
+- :func:`backward_group_selection`: greedy least-squares channel selection.
+"""
+from .channel_selection import backward_group_selection
+from .iht import iht
+from .magnitude import magnitude
+from .permutation import nm_permutation
+from .projection import project
+from .refit import refit

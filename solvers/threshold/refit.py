@@ -1,0 +1,156 @@
+"""Least-squares refit ("debias") of a layer on a fixed support.
+
+``min_W (1/2P) ||X W + 1 b^T - Y||_F^2 + (ridge/2) ||W||_F^2  s.t.  W_ij = 0 off the mask``
+separates over output columns: column ``m`` with support ``S`` solves
+``(G_SS + ridge I) w_S = C_Sm`` in the Gram form of :class:`Quadratic`.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+from ..base.errors import ShapeError
+from ..base.gram import Quadratic, as_quadratic
+from ..base.result import Result
+from ..base.validation import check_array, check_scalar
+
+#: the smallest acceptable squared Cholesky pivot relative to the largest
+#: diagonal entry, the relative size of the fallback ridge, and the relative
+#: cut-off of eigenvalues in the last-resort pseudo-inverse.
+#: The Gram matrix squares the data's condition number, so directions weaker
+#: than 1e-10 in G (1e-5 in X) cannot be resolved reliably from it.
+RCOND = 1e-10
+
+
+def check_mask(mask, n_features: int, n_outputs: int) -> np.ndarray:
+    """A boolean support of shape ``(n_features, n_outputs)`` (non-zero = kept)."""
+    m = check_array(mask, "mask")
+    if m.shape != (n_features, n_outputs):
+        raise ShapeError(f"mask must have shape ({n_features}, {n_outputs}), got {m.shape}")
+    return m != 0
+
+
+def _psd_solve(A: np.ndarray, B: np.ndarray):
+    """Solve ``A X = B`` for symmetric PSD ``A``; returns ``(X, regularized)``.
+
+    1. Cholesky of ``A``, accepted when every squared pivot exceeds ``RCOND``
+       times the largest diagonal entry (a well-posed support).
+    2. Otherwise (a numerically singular support: collinear inputs) Cholesky
+       of ``A + delta I`` with ``delta = RCOND * max(diag A)``. For ``B`` in the
+       range of ``A`` (always the case for ``C_S`` and ``G_SS``) this is within
+       ``O(delta)`` of the minimum-norm least-squares solution: its loss exceeds
+       the minimum by at most ``delta/2 ||X||_F^2``, and it stays finite.
+    3. If even that fails (rounding on a badly scaled ``A``), the
+       eigen-decomposition pseudo-inverse with eigenvalues below
+       ``RCOND * max eigenvalue`` dropped.
+    """
+    scale = max(float(np.max(np.diag(A))), np.finfo(float).tiny)
+    try:
+        factor = cho_factor(A, lower=True, check_finite=False)
+        if float(np.min(np.diag(factor[0]))) ** 2 > RCOND * scale:
+            return cho_solve(factor, B, check_finite=False), False
+    except LinAlgError:
+        pass
+    try:
+        factor = cho_factor(A + RCOND * scale * np.eye(A.shape[0]), lower=True, check_finite=False)
+        return cho_solve(factor, B, check_finite=False), True
+    except LinAlgError:
+        pass
+    lam, V = np.linalg.eigh(A)
+    keep = lam > RCOND * max(lam[-1], 0.0)
+    inv = np.zeros_like(lam)
+    inv[keep] = 1.0 / lam[keep]
+    return V @ (inv[:, None] * (V.T @ B)), True
+
+
+def support_groups(mask: np.ndarray):
+    """Yield ``(rows, cols)``: output columns ``cols`` that share the support ``rows``."""
+    keys = np.packbits(mask, axis=0).T
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    for cols in np.split(order, bounds):
+        yield np.flatnonzero(mask[:, cols[0]]), cols
+
+
+def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0):
+    """float64 weights minimizing ``q.loss(W) + ridge/2 ||W||^2`` on ``mask``; returns ``(W, info)``.
+
+    Features of (numerically) zero variance, ``G_ii <= RCOND * max G``, get
+    weight 0: they cannot change the loss, and 0 is the minimum-norm choice.
+    """
+    N, M = mask.shape
+    W = np.zeros((N, M))
+    diag = np.diag(q.G)
+    alive = diag > RCOND * max(float(diag.max(initial=0.0)), np.finfo(float).tiny)
+    n_groups = n_regularized = 0
+    for rows, cols in support_groups(mask):
+        n_groups += 1
+        rows = rows[alive[rows]]
+        if rows.size == 0:
+            continue
+        A = q.G[np.ix_(rows, rows)]
+        if ridge:
+            A = A + ridge * np.eye(rows.size)
+        sol, regularized = _psd_solve(A, q.C[np.ix_(rows, cols)])
+        n_regularized += regularized
+        W[np.ix_(rows, cols)] = sol
+    return W, {"n_groups": n_groups, "n_regularized": n_regularized}
+
+
+def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0) -> Result:
+    """Least squares on a fixed support.
+
+    Solves ``min_{W, b} (1/2P) ||X W + 1 b^T - Y||_F^2 + (ridge/2) ||W||_F^2``
+    subject to ``W_ij = 0`` wherever ``mask`` is False (``b`` unpenalized).
+
+    Parameters
+    ----------
+    X : array (n_samples, n_features) or GramStats
+        Layer inputs, or accumulated statistics (then ``Y=None``).
+    Y : array (n_samples, n_outputs) or None
+        Targets (pre-activations).
+    mask : array (n_features, n_outputs)
+        Support; non-zero entries may be non-zero in ``W``.
+    intercept : bool
+        Fit the bias ``b``.
+    ridge : float >= 0
+        Optional ridge on the kept weights.
+
+    Returns
+    -------
+    Result
+        ``W``, ``b`` in the data's dtype; ``objective`` is the loss plus the
+        ridge term; ``info`` holds ``loss``, ``ridge``, ``n_groups`` (distinct
+        supports solved) and ``n_regularized`` (numerically singular supports).
+
+    Notes
+    -----
+    Columns with identical supports share one factorization of ``G_SS + ridge I``
+    and are solved together. A rank-deficient ``G_SS`` (collinear or constant
+    inputs on the support) gets (to within a relative ``1e-10`` ridge) the
+    minimum-norm least-squares solution, which attains the smallest loss on
+    that support; results are always finite.
+    """
+    start = time.perf_counter()
+    if mask is None:
+        raise ShapeError("refit needs a mask (n_features, n_outputs)")
+    ridge = check_scalar(ridge, "ridge", low=0.0)
+    q = as_quadratic(X, Y, intercept=intercept)
+    support = check_mask(mask, q.n_features, q.n_outputs)
+    W, info = refit_quadratic(q, support, ridge)
+    loss = q.loss(W)
+    b = q.intercept_for(W)
+    info.update(loss=loss, ridge=ridge)
+    return Result(
+        W=W.astype(q.dtype),
+        b=None if b is None else b.astype(q.dtype),
+        status="optimal",
+        objective=loss + 0.5 * ridge * float(np.sum(W * W)),
+        iterations=1,
+        time=time.perf_counter() - start,
+        info=info,
+    )
