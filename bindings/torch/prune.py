@@ -21,69 +21,23 @@ from __future__ import annotations
 import copy
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from layertrim.solvers.base.errors import ParameterError
-from layertrim.solvers.base.validation import check_choice, check_scalar, check_sparsity
+from layertrim.solvers.base.validation import check_choice, check_scalar
 
+from ..methods import STATUS_ORDER, get_method, solve_group
 from .capture import capture, find_layers, reusable
-from ..methods import STATUS_ORDER, LayerSpec, get_method, solve_group
 from .layers import bias_vectors, weight_from_matrices, weight_matrices
 from .report import LayerReport, PruneReport
+from .settings import check_keys, layer_specs, tied_layers
 from .snapshot import ModelSnapshot
 
 SCHEMES = ("cascade", "parallel")
-
-
-def _per_layer(value, name):
-    return value.get(name) if isinstance(value, dict) else value
-
-
-def layer_specs(names, *, method, sparsity, eps, lam, pattern, refit, solver_options) -> "OrderedDict[str, LayerSpec]":
-    """Resolve global and per-layer settings into one :class:`LayerSpec` per layer.
-
-    ``method`` is a name or a dict layer -> name or layer -> dict of settings
-    (``method``, ``sparsity``, ``eps``, ``lam``, ``pattern``, ``refit`` and
-    solver options); ``sparsity``/``eps``/``lam`` may be dicts layer -> value.
-    """
-    specs = OrderedDict()
-    for name in names:
-        m = _per_layer(method, name)
-        overrides = {}
-        if isinstance(m, dict):
-            overrides = dict(m)
-            m = overrides.pop("method", None)
-        if m is None:
-            raise ParameterError(f"no method given for layer {name!r}")
-        spec = LayerSpec(
-            method=m,
-            sparsity=overrides.pop("sparsity", _per_layer(sparsity, name)),
-            eps=overrides.pop("eps", _per_layer(eps, name)),
-            lam=overrides.pop("lam", _per_layer(lam, name)),
-            pattern=overrides.pop("pattern", _per_layer(pattern, name)),
-            refit=bool(overrides.pop("refit", _per_layer(refit, name))),
-            options={**solver_options, **overrides},
-        )
-        spec.check(name)
-        if spec.sparsity is not None:
-            check_sparsity(spec.sparsity)
-        if spec.eps is not None:
-            check_scalar(spec.eps, f"eps of layer {name!r}", low=0.0, low_open=True)
-        if spec.lam is not None:
-            check_scalar(spec.lam, f"lam of layer {name!r}", low=0.0)
-        specs[name] = spec
-    return specs
-
-
-def _check_keys(value, names, what):
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(names))
-        if unknown:
-            raise ParameterError(f"{what} names layers {unknown} that are not being pruned; layers are {list(names)}")
 
 
 def execution_order(model: nn.Module, data, names) -> list:
@@ -156,7 +110,14 @@ def _set_values(module, W, b):
 
 
 def _write_layer(module, W, b):
-    """Solved values first, then the support as a ``torch.nn.utils.prune`` mask."""
+    """Solved values first, then the support as a ``torch.nn.utils.prune`` mask.
+
+    A mask from an earlier pruning is folded in first and replaced: the
+    solver started from the masked weights, and the new support is the whole
+    truth (the model then has exactly the zeros the report counts).
+    """
+    if hasattr(module, "weight_mask"):
+        torch_prune.remove(module, "weight")
     _set_values(module, W, b)
     torch_prune.custom_from_mask(module, "weight", (W != 0).to(module.weight.device))
 
@@ -247,9 +208,10 @@ def prune(
     if isinstance(method, dict) and layers is None:
         layers = list(method)
     found = find_layers(model, layers)
-    names = list(found)
+    skipped = tied_layers(model, found)
+    names = [n for n in found if n not in skipped]
     for value, what in ((method, "method"), (sparsity, "sparsity"), (eps, "eps"), (lam, "lam"), (relu, "relu")):
-        _check_keys(value, names, what)
+        check_keys(value, list(found), what)
     if isinstance(method, str):
         get_method(method)
     specs = layer_specs(
@@ -257,54 +219,73 @@ def prune(
         solver_options=solver_options,
     )
     data = reusable(data)
-    modes = {n: s.mode for n, s in specs.items()}
+    run = _Run(found=found, specs=specs, data=data, max_rows=max_rows, seed=seed, relu=relu, gamma=gamma)
     snapshot = ModelSnapshot(model)
     try:
-        order = execution_order(model, data, names) if scheme == "cascade" else names
-        solved = OrderedDict()
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(order), desc="prune", disable=not progress, leave=False)
-        try:
+        with tqdm(total=len(names), desc="prune", disable=not progress, leave=False) as bar:
             if scheme == "cascade":
-                work = copy.deepcopy(model)
-                work_modules = dict(work.named_modules())
-                for name in order:
-                    bar.set_postfix_str(name)
-                    ld = capture(
-                        work, data, layers=[name], mode=modes, max_rows=max_rows, seed=seed, targets_from=model,
-                        relu=relu,
-                    )[name]
-                    solved[name] = _solve_layer(name, found[name], specs[name], ld, cascade=True, gamma=gamma)
-                    W, b, _ = solved[name]
-                    _set_values(work_modules[name], W, b)
-                    bar.update()
-                del work
+                solved = _solve_cascade(model, run, execution_order(model, data, names), bar)
             else:
-                captured = capture(model, data, layers=names, mode=modes, max_rows=max_rows, seed=seed, relu=relu)
-                if executor is None:
-                    for name in names:
-                        bar.set_postfix_str(name)
-                        solved[name] = _solve_layer(name, found[name], specs[name], captured[name], cascade=False,
-                                                    gamma=gamma)
-                        bar.update()
-                else:
-                    futures = {
-                        n: executor.submit(_solve_layer, n, found[n], specs[n], captured[n], cascade=False, gamma=gamma)
-                        for n in names
-                    }
-                    for name in names:
-                        solved[name] = futures[name].result()
-                        bar.update()
-        finally:
-            bar.close()
+                solved = _solve_parallel(model, run, names, executor, bar)
         for name in names:
             W, b, _ = solved[name]
             _write_layer(found[name], W, b)
     except BaseException:
         snapshot.restore()
         raise
-    return PruneReport(layers=[solved[n][2] for n in names], scheme=scheme, time=time.perf_counter() - start)
+    return PruneReport(layers=[solved[n][2] for n in names], scheme=scheme, time=time.perf_counter() - start,
+                       skipped=skipped)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The settings every layer solve of one :func:`prune` call shares."""
+
+    found: dict
+    specs: dict
+    data: object
+    max_rows: int
+    seed: int
+    relu: object
+    gamma: float
+
+    def modes(self) -> dict:
+        return {n: s.mode for n, s in self.specs.items()}
+
+
+def _solve_cascade(model, run: _Run, order, bar) -> OrderedDict:
+    """Layers in execution order; ``X_l`` from a working copy holding the solved layers ``< l``."""
+    solved = OrderedDict()
+    work = copy.deepcopy(model)
+    work_modules = dict(work.named_modules())
+    for name in order:
+        bar.set_postfix_str(name)
+        ld = capture(work, run.data, layers=[name], mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
+                     targets_from=model, relu=run.relu)[name]
+        solved[name] = _solve_layer(name, run.found[name], run.specs[name], ld, cascade=True, gamma=run.gamma)
+        W, b, _ = solved[name]
+        _set_values(work_modules[name], W, b)
+        bar.update()
+    return solved
+
+
+def _solve_parallel(model, run: _Run, names, executor, bar) -> OrderedDict:
+    """One capture of every layer from the dense model; layers solved in turn or on ``executor``."""
+    captured = capture(model, run.data, layers=names, mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
+                       relu=run.relu)
+
+    def solve(n):
+        return _solve_layer(n, run.found[n], run.specs[n], captured[n], cascade=False, gamma=run.gamma)
+
+    solved = OrderedDict()
+    futures = None if executor is None else {n: executor.submit(solve, n) for n in names}
+    for name in names:
+        bar.set_postfix_str(name)
+        solved[name] = solve(name) if futures is None else futures[name].result()
+        bar.update()
+    return solved
 
 
 def make_permanent(model: nn.Module) -> nn.Module:

@@ -37,11 +37,16 @@ class LayerReport:
 
 @dataclass(frozen=True)
 class PruneReport:
-    """Per-layer :class:`LayerReport` s plus the run's settings and totals."""
+    """Per-layer :class:`LayerReport` s plus the run's settings and totals.
+
+    ``skipped`` maps layers left unchanged to the reason (e.g. a weight tied
+    to another module).
+    """
 
     layers: list
     scheme: str
     time: float
+    skipped: dict = field(default_factory=dict)
 
     @property
     def zeros(self) -> int:
@@ -78,6 +83,7 @@ class PruneReport:
             "total": self.total,
             "sparsity": self.sparsity,
             "layers": layers,
+            "skipped": dict(self.skipped),
         }
 
     def to_json(self, **kwargs) -> str:
@@ -104,6 +110,7 @@ class PruneReport:
         lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
         if any(r.error_kind == "relu" for r in self.layers):
             lines.append("* error of the post-ReLU output")
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
 

@@ -1,12 +1,13 @@
 """Undo everything done to a model: parameters, buffers, hooks and reparametrizations.
 
 :class:`ModelSnapshot` records, for every submodule, its attribute dictionary
-(with copies of the containers inside it: ``_parameters``, ``_buffers``,
-``_modules``, the hook dictionaries, ...) and a clone of every parameter and
-buffer value. :meth:`ModelSnapshot.restore` puts back the same objects
-(so optimizers holding references keep working) with their old values and
-removes anything added since (``weight_orig``/``weight_mask``, pruning
-pre-hooks, plain attributes).
+(with copies of the contents of the containers inside it: ``_parameters``,
+``_buffers``, ``_modules``, the hook dictionaries, ...) and a clone of every
+parameter and buffer value. :meth:`ModelSnapshot.restore` puts back the same
+objects, containers included (so optimizers holding parameters and hook
+handles holding their hook dictionaries keep working), with their old
+contents and values, and removes anything added since
+(``weight_orig``/``weight_mask``, pruning pre-hooks, plain attributes).
 """
 from __future__ import annotations
 
@@ -14,15 +15,28 @@ import torch
 from torch import nn
 
 
-def _copy_containers(d: dict) -> dict:
-    return {k: (v.copy() if isinstance(v, (dict, set, list)) else v) for k, v in d.items()}
+_CONTAINERS = (dict, set, list)
+
+
+def _contents(d: dict) -> dict:
+    """Copies of the containers among the attribute values (key -> copy)."""
+    return {k: v.copy() for k, v in d.items() if isinstance(v, _CONTAINERS)}
+
+
+def _refill(container, contents) -> None:
+    """Give ``container`` back its recorded ``contents``, in place."""
+    container.clear()
+    if isinstance(container, list):
+        container.extend(contents)
+    else:
+        container.update(contents)
 
 
 class ModelSnapshot:
     """Everything needed to bring ``model`` back to the state it has now."""
 
     def __init__(self, model: nn.Module):
-        self._modules = [(m, _copy_containers(m.__dict__)) for m in model.modules()]
+        self._modules = [(m, dict(m.__dict__), _contents(m.__dict__)) for m in model.modules()]
         seen = {}
         for m in model.modules():
             for t in list(m._parameters.values()) + list(m._buffers.values()):
@@ -32,9 +46,11 @@ class ModelSnapshot:
 
     def restore(self) -> None:
         """Put back the recorded structure and values."""
-        for m, d in self._modules:
+        for m, attributes, contents in self._modules:
             m.__dict__.clear()
-            m.__dict__.update(_copy_containers(d))
+            m.__dict__.update(attributes)
+            for key, saved in contents.items():
+                _refill(attributes[key], saved)
         with torch.no_grad():
             for t, value in self._tensors:
                 if t.shape == value.shape:

@@ -1,0 +1,83 @@
+"""Per-layer settings of :func:`~layertrim.bindings.torch.prune`, resolved and checked
+before any work: one :class:`~layertrim.bindings.methods.LayerSpec` per layer,
+and the layers that cannot be pruned on their own (tied weights)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from layertrim.solvers.base.errors import ParameterError
+from layertrim.solvers.base.validation import check_scalar, check_sparsity
+
+from ..methods import LayerSpec
+
+
+def _per_layer(value, name):
+    return value.get(name) if isinstance(value, dict) else value
+
+
+def layer_specs(names, *, method, sparsity, eps, lam, pattern, refit, solver_options) -> "OrderedDict[str, LayerSpec]":
+    """Resolve global and per-layer settings into one :class:`LayerSpec` per layer.
+
+    ``method`` is a name or a dict layer -> name or layer -> dict of settings
+    (``method``, ``sparsity``, ``eps``, ``lam``, ``pattern``, ``refit`` and
+    solver options); ``sparsity``/``eps``/``lam`` may be dicts layer -> value.
+    """
+    specs = OrderedDict()
+    for name in names:
+        m = _per_layer(method, name)
+        overrides = {}
+        if isinstance(m, dict):
+            overrides = dict(m)
+            m = overrides.pop("method", None)
+        if m is None:
+            raise ParameterError(f"no method given for layer {name!r}")
+        spec = LayerSpec(
+            method=m,
+            sparsity=overrides.pop("sparsity", _per_layer(sparsity, name)),
+            eps=overrides.pop("eps", _per_layer(eps, name)),
+            lam=overrides.pop("lam", _per_layer(lam, name)),
+            pattern=overrides.pop("pattern", _per_layer(pattern, name)),
+            refit=bool(overrides.pop("refit", _per_layer(refit, name))),
+            options={**solver_options, **overrides},
+        )
+        spec.check(name)
+        if spec.sparsity is not None:
+            check_sparsity(spec.sparsity)
+        if spec.eps is not None:
+            check_scalar(spec.eps, f"eps of layer {name!r}", low=0.0, low_open=True)
+        if spec.lam is not None:
+            check_scalar(spec.lam, f"lam of layer {name!r}", low=0.0)
+        specs[name] = spec
+    return specs
+
+
+def check_keys(value, names, what):
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ParameterError(f"{what} names layers {unknown} that are not being pruned; layers are {list(names)}")
+
+
+def tied_layers(model: nn.Module, names) -> dict:
+    """Layers among ``names`` whose weight tensor is also held by another module or name.
+
+    Returns ``name -> reason``. Writing a solution into a tied weight would
+    change the other holder too (an embedding tied to ``lm_head``, a weight
+    shared by two layers), so such layers are skipped and reported.
+    """
+    holders = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for p_name, p in module.named_parameters(recurse=False, remove_duplicate=False):
+            holders.setdefault(id(p), []).append(f"{mod_name}.{p_name}" if mod_name else p_name)
+    modules = dict(model.named_modules())
+    tied = {}
+    for name in names:
+        module = modules[name]
+        weight = getattr(module, "weight_orig", None)
+        weight = module.weight if weight is None else weight
+        others = sorted(set(holders.get(id(weight), [])) - {f"{name}.weight", f"{name}.weight_orig"})
+        if others:
+            tied[name] = f"weight tied to {', '.join(others)}"
+    return tied
