@@ -30,9 +30,10 @@ def load_npz(path) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` archive (no pickled objects allowed)."""
     p = existing_file(path)
     try:
-        with np.load(p, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise InputFileError(f"{p}: expected an .npz archive, found a single array")
+        data = np.load(p, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputFileError(f"{p}: expected an .npz archive (np.savez(path, X=..., Y=...)), found a single array")
+        with data:
             return {key: data[key] for key in data.files}
     except InputFileError:
         raise

@@ -46,7 +46,10 @@ def build_from_factory(spec: str) -> nn.Module:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ParameterError(f"--factory {spec}: {module_name} has no function {func_name!r}")
-    model = func()
+    try:
+        model = func()
+    except Exception as exc:  # the user's code failed: a user error, not a defect of layertrim
+        raise ParameterError(f"--factory {spec} raised {type(exc).__name__}: {first_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ParameterError(f"--factory {spec} returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -128,11 +131,15 @@ def report_path(out: Path) -> Path:
 def main(args) -> dict:
     """Run ``layertrim prune`` with parsed ``args``; return the JSON report as a dict."""
     from .torch import prune, save_sparse
+    from .torch.storage import check_writable
 
     out = Path(args.out)
     json_path = report_path(out)
-    if not out.parent.is_dir():
-        raise InputFileError(f"--out {out}: folder {out.parent} does not exist")
+    for path in (out, json_path):  # before the prune runs: its result must not be lost
+        try:
+            check_writable(path)
+        except ParameterError as exc:
+            raise InputFileError(f"--out: {exc}") from None
     model = load_model(args.model, args.factory, args.unsafe_load)
     batches = calibration_batches(model, args.data, args.data_key, args.batch_size)
     report = prune(model, batches, method=args.method, sparsity=args.sparsity, scheme=args.scheme,

@@ -92,14 +92,15 @@ def nettrim_violations(X, Y, W, b, eps, *, relu=True, V=None):
     """Relative violations ``(ball, inactive)`` of Net-Trim's two constraints (0 when satisfied).
 
     ``ball = max(0, ||R_Omega||_F - eps ||Y||_F) / ||Y||_F`` with ``R = X W + 1 b^T - Y``;
-    ``inactive = ||(X W + 1 b^T - V)_+ on Omega^c||_F / ||Y||_F`` (0 for a linear layer).
+    ``inactive = ||(X W + 1 b^T - V)_+ on Omega^c||_F / ||Y||_F`` (0 for a linear layer);
+    absolute instead of relative when ``Y = 0``.
     """
     R = _residual(X, Y, W, b)
-    ny = float(np.linalg.norm(Y))
+    ny = float(np.linalg.norm(Y)) or 1.0
     if not relu:
-        return max(0.0, float(np.linalg.norm(R)) - eps * ny) / ny, 0.0
+        return max(0.0, float(np.linalg.norm(R)) - eps * float(np.linalg.norm(Y))) / ny, 0.0
     omega = Y > 0
-    ball = max(0.0, float(np.linalg.norm(R[omega])) - eps * ny) / ny
+    ball = max(0.0, float(np.linalg.norm(R[omega])) - eps * float(np.linalg.norm(Y))) / ny
     Z = R + Y  # X W + 1 b^T
     bound = np.zeros_like(Y) if V is None else V
     excess = np.maximum(Z - bound, 0.0)[~omega]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from layertrim.solvers.base.errors import EmptyDataError
+from layertrim.solvers.base.errors import EmptyDataError, ParameterError
 from layertrim.solvers.base.validation import check_scalar
 
 from .masks import PRUNABLE
@@ -65,28 +65,48 @@ def fine_tune(
     lr = check_scalar(lr, "lr", low=0.0, low_open=True)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer is None:
-        opt = torch.optim.Adam(params, lr=lr)
-    elif isinstance(optimizer, torch.optim.Optimizer):
-        opt = optimizer
-    else:
-        opt = optimizer(params)
+    if not params:
+        raise ParameterError("fine_tune: the model has no trainable parameters")
+    opt = _optimizer(optimizer, params, lr)
     held = _zero_masks(model)
-    device = next(model.parameters()).device
-    from tqdm.auto import tqdm
-
-    model.train()
-    for _ in range(epochs):
-        n = 0
-        for inputs, targets in tqdm(loader, disable=not progress, leave=False, desc="fine-tune"):
-            n += 1
-            opt.zero_grad()
-            loss_fn(model(inputs.to(device)), targets.to(device)).backward()
-            opt.step()
-            with torch.no_grad():
-                for w, keep in held:
-                    w.mul_(keep)
-        if n == 0:
-            raise EmptyDataError("the fine-tuning loader is empty")
+    device = params[0].device
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.train()
+        for _ in range(epochs):
+            _epoch(model, loader, loss_fn, opt, held, device, progress)
+    except BaseException:  # the model's train/eval modes as they were
+        for m, training in modes:
+            m.training = training
+        raise
     model.eval()
     return model
+
+
+def _optimizer(optimizer, params, lr):
+    if optimizer is None:
+        return torch.optim.Adam(params, lr=lr)
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(params)
+
+
+def _epoch(model, loader, loss_fn, opt, held, device, progress) -> None:
+    """One pass over ``loader``: a step per ``(inputs, targets)`` batch, masked weights re-zeroed."""
+    from tqdm.auto import tqdm
+
+    n = 0
+    for batch in tqdm(loader, disable=not progress, leave=False, desc="fine-tune"):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ParameterError(
+                f"fine_tune needs (inputs, targets) batches; got a {type(batch).__name__}"
+                + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+            )
+        inputs, targets = batch
+        n += 1
+        opt.zero_grad()
+        loss_fn(model(inputs.to(device)), targets.to(device)).backward()
+        opt.step()
+        with torch.no_grad():
+            for w, keep in held:
+                w.mul_(keep)
+    if n == 0:
+        raise EmptyDataError("the fine-tuning loader is empty")

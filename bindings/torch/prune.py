@@ -34,6 +34,7 @@ from ..methods import STATUS_ORDER, get_method, solve_group
 from .capture import capture, find_layers, reusable
 from .layers import bias_vectors, weight_from_matrices, weight_matrices
 from .report import LayerReport, PruneReport
+from .preflight import check_forward, check_layers, check_model
 from .settings import check_keys, layer_specs, tied_layers
 from .snapshot import ModelSnapshot
 
@@ -207,7 +208,9 @@ def prune(
     gamma = check_scalar(gamma, "gamma", low=1.0)
     if isinstance(method, dict) and layers is None:
         layers = list(method)
+    check_model(model)
     found = find_layers(model, layers)
+    check_layers(found)
     skipped = tied_layers(model, found)
     names = [n for n in found if n not in skipped]
     for value, what in ((method, "method"), (sparsity, "sparsity"), (eps, "eps"), (lam, "lam"), (relu, "relu")):
@@ -219,6 +222,7 @@ def prune(
         solver_options=solver_options,
     )
     data = reusable(data)
+    check_forward(model, data)
     run = _Run(found=found, specs=specs, data=data, max_rows=max_rows, seed=seed, relu=relu, gamma=gamma)
     snapshot = ModelSnapshot(model)
     try:
