@@ -32,7 +32,7 @@ import numpy as np
 from layertrim.bindings.torch import limit_threads
 from layertrim.bindings.torch.examples.mnist import layer_problem
 from layertrim.solvers import nettrim, reference, warmup
-from layertrim.solvers import nettrim_kernels as K
+from layertrim.solvers.nettrim import kernels as K
 from layertrim.solvers.nettrim.solver import _Problem
 from _timing import median_time
 

@@ -13,10 +13,10 @@ from .threads import limit_threads
 from .allocation import erk_sparsity
 from .capture import LayerData, capture, find_layers, relu_layers
 from .finetune import fine_tune
-from .masks import LayerCount, ModelSparsity, sparsity
+from .masks import LayerCount, ModelSparsity, make_permanent, sparsity
 from ..methods import Method, register_method, registered_methods
 from .optim import GRDA, SparsityLogger
-from .prune import make_permanent, prune
+from .prune import prune
 from .report import LayerReport, PruneReport
 from .storage import load_sparse, save_sparse
 from .structure import (

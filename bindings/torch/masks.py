@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -62,3 +63,12 @@ def sparsity(model: nn.Module, layers=None) -> ModelSparsity:
         w = named[name].weight.detach()
         counts[name] = LayerCount(zeros=int((w == 0).sum()), total=int(w.numel()))
     return ModelSparsity(counts)
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every ``torch.nn.utils.prune`` reparametrization into plain parameters (zeros kept)."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                torch_prune.remove(module, hook._tensor_name)
+    return model

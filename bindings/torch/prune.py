@@ -290,12 +290,3 @@ def _solve_parallel(model, run: _Run, names, executor, bar) -> OrderedDict:
         solved[name] = solve(name) if futures is None else futures[name].result()
         bar.update()
     return solved
-
-
-def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold every ``torch.nn.utils.prune`` reparametrization into plain parameters (zeros kept)."""
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                torch_prune.remove(module, hook._tensor_name)
-    return model

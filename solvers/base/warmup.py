@@ -15,7 +15,8 @@ _WARMUPS = []
 
 #: modules holding kernels, imported by warmup() so their registrations run
 KERNEL_MODULES: list[str] = [
-    "base.prox", "grda", "dc.kernels", "nettrim.kernels", "lasso.duality", "lasso.cd_kernels",
+    "base.prox", "grda", "dc.kernels", "nettrim.steps", "nettrim.kernels",
+    "lasso.duality", "lasso.cd_kernels", "lasso.cd_sweeps",
     "threshold.projection", "threshold.permutation", "threshold.swaps",
 ]
 

@@ -11,23 +11,24 @@ Expanding the square, ``F = g - h + ||Y||_F^2 / 2P`` with the convex
 
 The convex-concave procedure replaces ``h`` by its linearization at the
 current iterate, which majorizes ``F``; minimizing the majorizer (a convex
-subproblem, :mod:`.subproblem`) can only decrease ``F``.
+subproblem, :mod:`.subproblem`) can only decrease ``F``. The ``lam`` mode
+runs that loop (:mod:`.ccp`); the sparsity mode searches the support by
+majorize-minimize with quadratic majorizers (:mod:`.support`).
 """
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
 import numpy as np
 
 from ..base.errors import ConvergenceWarning, ParameterError
-from .kernels import active_targets, relu_misfit
-from .subproblem import ReluLayer, check_bias, fista, solve_subproblem, svrg
-from .support import sparse_fit
 from ..base.gram import as_quadratic
 from ..base.result import Result
 from ..base.validation import check_choice, check_scalar, check_sparsity, check_weights, check_xy, exactly_one
+from .ccp import ccp_fit, dc_value, relative_error
+from .subproblem import check_bias, solve_subproblem
+from .support import sparse_fit
 
 __all__ = ["feta", "dc_objective", "solve_subproblem"]
 
@@ -40,11 +41,7 @@ def dc_objective(X, Y, W, b=None, lam: float = 0.0) -> float:
     X, Y = check_xy(X, Y)
     W = check_weights(W, X.shape[1], Y.shape[1], dtype=X.dtype)
     b = check_bias(b, Y.shape[1], X.dtype, "b")
-    return _dc_value(X @ W, b, Y, W, lam)
-
-
-def _dc_value(Z, b, Y, W, lam) -> float:
-    return relu_misfit(Z, b, Y) / (2.0 * Y.shape[0]) + lam * float(np.abs(W).sum())
+    return dc_value(X @ W, b, Y, W, lam)
 
 
 def feta(
@@ -186,14 +183,8 @@ def feta(
     start = time.perf_counter()
     X, Y = check_xy(X, Y)
     dtype = X.dtype
-    P, N = X.shape
-    M = Y.shape[1]
     check_choice(activation, "activation", ("relu",))
-    if np.any(Y < 0):
-        raise ParameterError(
-            f"Y must hold post-ReLU targets (>= 0); it has {int(np.sum(Y < 0))} negative entries. "
-            "For a linear (pre-activation) layer the problem is a plain lasso: use lasso()"
-        )
+    _check_targets(Y)
     exactly_one("lam", lam, "sparsity", sparsity)
     if lam is not None:
         lam = check_scalar(lam, "lam", low=0.0)
@@ -211,14 +202,7 @@ def feta(
     polish_iter = check_scalar(polish_iter, "polish_iter", low=1, integer=True)
     polish_tol = check_scalar(polish_tol, "polish_tol", low=0.0)
 
-    if W0 is None:
-        W, b = _least_squares(X, Y, intercept, dtype)
-    else:
-        W = check_weights(W0, N, M, "W0", dtype=dtype).copy()
-        b = check_bias(b0, M, dtype, "b0").copy()
-    if not intercept:
-        b = np.zeros(M, dtype=dtype)
-
+    W, b = _start(X, Y, W0, b0, intercept)
     # Center the inputs when an intercept is fitted: F is unchanged under
     # X -> X - 1 mu^T, b -> b + mu W, and the Lipschitz constant drops from
     # lambda_max([X 1]^T [X 1]) / P to max(lambda_max(Xc^T Xc) / P, 1), often
@@ -228,82 +212,53 @@ def feta(
         X = X - x_mean
         b = (b + x_mean @ W).astype(dtype)
     if lam is not None:
-        rng = np.random.default_rng(seed)
-        if inner == "svrg":  # SVRG walks contiguous mini-batches of a shuffled order
-            order = rng.permutation(P)
-            X, Y = np.ascontiguousarray(X[order]), np.ascontiguousarray(Y[order])
-        layer = ReluLayer.build(X, Y, intercept)
-
-        def inner_step(A, W_, b_, Z_):
-            if inner == "fista":
-                return fista(layer, A, lam, W_, b_, Z_, max_iter=inner_iter, tol=inner_tol)
-            return svrg(layer, A, lam, W_, b_, Z_, epochs=inner_iter, batch_size=batch_size, rng=rng)
-
-        W, b, Z, F, status, hist, inner_counts = _ccp(layer, lam, W, b, outer_iter, tol, inner_step)
-        info = {"inner": inner, "lam": lam}
-        iterations = len(hist) - 1
+        W, b, F, status, iterations, history, info = ccp_fit(
+            X, Y, W, b, lam=lam, intercept=intercept, outer_iter=outer_iter, tol=tol, inner=inner,
+            inner_iter=inner_iter, inner_tol=inner_tol, batch_size=batch_size, seed=seed,
+        )
         stop_rule = f"{iterations} outer iterations with relative decrease above tol={tol:g}"
     else:
-        W, b, Z, F, hist, status, counts = sparse_fit(
+        W, b, F, status, iterations, history, info = _sparsity_fit(
             X, Y, W, b, sparsity=sparsity, intercept=intercept, support_iter=support_iter, iht_iter=iht_iter,
             tol=tol, polish_iter=polish_iter, polish_tol=polish_tol,
         )
-        inner_counts = []
-        info = {"lam": 0.0, "target_sparsity": sparsity, **counts}
-        iterations = len(hist)
         stop_rule = (f"polish_iter={polish_iter} polish iterations; the squared relative error still fell by "
                      f"more than polish_tol={polish_tol:g} per iteration")
     if status == "max_iter":
-        warnings.warn(
-            f"feta stopped after {stop_rule}",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    misfit = relu_misfit(Z, b, Y)
+        warnings.warn(f"feta stopped after {stop_rule}", ConvergenceWarning, stacklevel=2)
     if intercept:
         b = (b - x_mean @ W).astype(dtype)
-    info["relative_error"] = math.sqrt(misfit / max(float(np.sum(Y.astype(np.float64) ** 2)), 1e-300))
     info["sparsity"] = float(np.mean(W == 0))
-    return Result(
-        W=W,
-        b=b if intercept else None,
-        status=status,
-        objective=float(F),
-        iterations=iterations,
-        time=time.perf_counter() - start,
-        history={"objective": np.asarray(hist), "inner_iterations": np.asarray(inner_counts, dtype=np.int64)},
-        info=info,
-    )
+    return Result(W=W, b=b if intercept else None, status=status, objective=float(F), iterations=iterations,
+                  time=time.perf_counter() - start, history=history, info=info)
 
 
-def _ccp(layer: ReluLayer, lam, W, b, outer_iter, tol, inner_step):
-    """The convex-concave loop; returns ``(W, b, Z, F, status, history, inner_counts)``."""
-    X, Y = layer.X, layer.Y
-    Z = X @ W
-    F = _dc_value(Z, b, Y, W, lam)
-    hist, inner_counts = [F], []
-    status = "max_iter"
-    for _ in range(outer_iter):
-        A = active_targets(Z, b, Y)
-        Wn, bn, Zn, _, n_inner = inner_step(A, W, b, Z)
-        inner_counts.append(n_inner)
-        Fn = _dc_value(Zn, bn, Y, Wn, lam)
-        if not Fn < F:  # stationary, or no descent left above rounding: keep the iterate
-            status = "optimal"
-            break
-        rel = (F - Fn) / max(abs(F), 1e-300)
-        W, b, Z, F = Wn, bn, Zn, Fn
-        hist.append(F)
-        if rel <= tol:
-            status = "optimal"
-            break
-    return W, b, Z, F, status, hist, inner_counts
+def _check_targets(Y):
+    """Post-ReLU targets are nonnegative."""
+    if np.any(Y < 0):
+        raise ParameterError(
+            f"Y must hold post-ReLU targets (>= 0); it has {int(np.sum(Y < 0))} negative entries. "
+            "For a linear (pre-activation) layer the problem is a plain lasso: use lasso()"
+        )
 
 
-def _least_squares(X, Y, intercept, dtype):
-    """Least-squares start ``argmin ||X W + 1 b^T - Y||_F`` (minimum norm)."""
-    quad = as_quadratic(X, Y, intercept=intercept)
-    W = np.linalg.lstsq(quad.G, quad.C, rcond=None)[0]
-    b = quad.intercept_for(W)
-    b = np.zeros(Y.shape[1]) if b is None else b
-    return W.astype(dtype), b.astype(dtype)
+def _start(X, Y, W0, b0, intercept):
+    """The given start, or the least-squares fit ``argmin ||X W + 1 b^T - Y||_F`` (minimum norm)."""
+    dtype, N, M = X.dtype, X.shape[1], Y.shape[1]
+    if W0 is None:
+        quad = as_quadratic(X, Y, intercept=intercept)
+        W = np.linalg.lstsq(quad.G, quad.C, rcond=None)[0]
+        b = quad.intercept_for(W)
+        W, b = W.astype(dtype), (np.zeros(M) if b is None else b).astype(dtype)
+    else:
+        W = check_weights(W0, N, M, "W0", dtype=dtype).copy()
+        b = check_bias(b0, M, dtype, "b0").copy()
+    return W, (b if intercept else np.zeros(M, dtype=dtype))
+
+
+def _sparsity_fit(X, Y, W, b, **options):
+    """Sparsity mode (:func:`~.support.sparse_fit`); returns ``(W, b, F, status, iterations, history, info)``."""
+    W, b, Z, F, hist, status, counts = sparse_fit(X, Y, W, b, **options)
+    history = {"objective": np.asarray(hist), "inner_iterations": np.asarray([], dtype=np.int64)}
+    info = {"lam": 0.0, "target_sparsity": options["sparsity"], **counts, "relative_error": relative_error(Z, b, Y)}
+    return W, b, F, status, len(hist), history, info

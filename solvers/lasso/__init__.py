@@ -4,7 +4,7 @@
 ``R = ||W||_1`` (``"l1"``), ``sum_i ||W_i||_2`` over input rows (``"group"``)
 or ``a ||W||_1 + (1 - a)/2 ||W||_F^2`` (``"elastic_net"``); Gram-form
 coordinate descent with working sets (:mod:`.cd`, kernels in
-:mod:`.cd_kernels`) or FISTA with restart (:mod:`.fista`), stopped on a
-relative duality gap (:mod:`.duality`).
+:mod:`.cd_sweeps` and :mod:`.cd_kernels`) or FISTA with restart
+(:mod:`.fista`), stopped on a relative duality gap (:mod:`.duality`).
 """
 from .solver import lam_max, lasso

@@ -4,14 +4,15 @@ The outer loop is plain Python: one BLAS product ``G W`` (over the nonzero
 rows of ``W`` only) gives the gradient and the exact duality gap of the full
 problem; if the relative gap is above ``tol``, working sets are rebuilt from
 the nonzeros and the worst optimality violators, and the restricted problems
-are solved by the Numba kernels of :mod:`layertrim.solvers.lasso.cd_kernels` to a
+are solved by the Numba sweeps of :mod:`layertrim.solvers.lasso.cd_sweeps` to a
 fraction of the current gap.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .cd_kernels import bcd_rows, cd_columns, column_working_sets
+from .cd_kernels import column_working_sets
+from .cd_sweeps import bcd_rows, cd_columns
 from .duality import column_gaps, group_gap, relative_gap
 
 #: smallest working set per output (l1) or in rows (group); with the inner

@@ -6,6 +6,8 @@ ReLU layer, ``Omega = {Y > 0}``::
                               (X W + 1 b^T)_{Omega^c} <= V_{Omega^c}
 
 linear layer: ``||X W + 1 b^T - Y||_F <= eps ||Y||_F``. Solved by ADMM
-(:mod:`.solver`; the fused Numba passes in :mod:`.kernels`).
+(:mod:`.solver`) on a reduced, scaled and factorized instance
+(:mod:`.problem`); the fused Numba steps are in :mod:`.steps`, the loop in
+:mod:`.kernels`.
 """
 from .solver import nettrim

@@ -1,22 +1,11 @@
-"""Numba kernels of the Net-Trim ADMM (float32 and float64).
+"""The Net-Trim ADMM loop as one Numba kernel (float32 and float64).
 
-The data are pre-scaled so that ``||X||_2 = 1``. With penalties ``rho`` on the
-split ``Z = X W`` and ``s * rho`` on the split ``Q = W``, the W-step
-
-    W = argmin ||X W - A||_F^2 + s ||W - B||_F^2
-
-is solved with one explicit inverse ``F`` computed once (``s`` is fixed,
-``rho`` is free to change without refactorizing):
-
-- tall data (``P >= N``): ``F = (X^T X + s I)^{-1}`` (N x N) and
-  ``W = F (X^T A + s B)``, ``X W`` by one more product;
-- wide data (``P < N``): ``F = (X X^T + s I)^{-1}`` (P x P), the Woodbury form
-  ``W = B + X^T H`` with ``H = F (A - X B)``, and ``X W = A - s H``.
-
-Either way an iteration costs the two products with ``X`` (``X^T (P x M)``
-and ``X (N x M)``) plus one product with the small inverse; everything else
-is fused into two elementwise passes over the ``P x M`` arrays and one over
-the ``N x M`` arrays.
+From a state ``(W, Z, Q, U1, U2)`` on the scaled data (``||X||_2 = 1``) each
+iteration runs the W-step, the relaxed Z-step (projection onto ``C``) and the
+relaxed Q-step (soft threshold) of :mod:`.steps`; every ``check_every``
+iterations it measures the residuals, the constraint violation of the sparse
+iterate ``Q``, looks for a primal infeasibility certificate and rebalances
+``rho``.
 """
 from __future__ import annotations
 
@@ -24,247 +13,7 @@ import numpy as np
 from numba import njit
 
 from ..base.warmup import register
-
-#: column-norm mode codes of the constraint ball
-LAYER, NEURON = 0, 1
-
-
-@njit(cache=True)
-def violation(R, Y, V, omega, eps_abs, mode):
-    """Constraint violation of the layer output ``R = X W + 1 b^T``.
-
-    Returns ``(excess, halfspace)``: per ball (one, or one per column) the
-    amount ``max(||(R - Y)_Omega|| - eps, 0)``, and the largest
-    ``(R - V)_{Omega^c}`` (0 when none is positive).
-    """
-    P, M = R.shape
-    nb = M if mode == NEURON else 1
-    sq = np.zeros(nb, dtype=np.float64)
-    worst = 0.0
-    for p in range(P):
-        for m in range(M):
-            if omega[p, m]:
-                d = np.float64(R[p, m]) - Y[p, m]
-                sq[m if mode == NEURON else 0] += d * d
-            else:
-                e = np.float64(R[p, m]) - V[p, m]
-                if e > worst:
-                    worst = e
-    excess = np.maximum(np.sqrt(sq) - eps_abs, 0.0)
-    return excess, worst
-
-
-@njit(cache=True)
-def project(v, Y, V, omega, eps_abs, mode, out):
-    """``out = Proj_C(v)``: Frobenius ball(s) of radius ``eps_abs`` around ``Y`` on Omega, ``min(v, V)`` off it."""
-    P, M = v.shape
-    nb = M if mode == NEURON else 1
-    sq = np.zeros(nb, dtype=np.float64)
-    for p in range(P):
-        for m in range(M):
-            if omega[p, m]:
-                d = np.float64(v[p, m]) - Y[p, m]
-                sq[m if mode == NEURON else 0] += d * d
-    gain = _gains(sq, eps_abs)
-    for p in range(P):
-        for m in range(M):
-            if omega[p, m]:
-                out[p, m] = Y[p, m] + (v[p, m] - Y[p, m]) * gain[m if mode == NEURON else 0]
-            else:
-                out[p, m] = min(v[p, m], V[p, m])
-
-
-@njit(cache=True)
-def _gains(sq, eps_abs):
-    """Radial shrink factors ``min(1, eps / ||d||)`` of the ball projection."""
-    gain = np.ones(sq.shape[0], dtype=np.float64)
-    for j in range(sq.shape[0]):
-        nrm = np.sqrt(sq[j])
-        if nrm > eps_abs[j]:
-            gain[j] = eps_abs[j] / nrm
-    return gain
-
-
-@njit(cache=True)
-def _w_step(X, F, wide, A, B, s, W, XW, T, H):
-    """``W = argmin ||X W - A||^2 + s ||W - B||^2`` and ``XW = X W`` (``T``, ``H``: scratch)."""
-    N, M = W.shape
-    if wide:
-        P = A.shape[0]
-        np.dot(X, B, XW)
-        for p in range(P):
-            for m in range(M):
-                XW[p, m] = A[p, m] - XW[p, m]
-        np.dot(F, XW, H)
-        np.dot(X.T, H, W)
-        for i in range(N):
-            for m in range(M):
-                W[i, m] += B[i, m]
-        for p in range(P):
-            for m in range(M):
-                XW[p, m] = A[p, m] - s * H[p, m]
-    else:
-        np.dot(X.T, A, T)
-        for i in range(N):
-            for m in range(M):
-                T[i, m] += s * B[i, m]
-        np.dot(F, T, W)
-        np.dot(X, W, XW)
-
-
-@njit(cache=True)
-def _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, dZ, dU):
-    """Relaxed Z-step and its dual step in two fused passes over ``P x M``.
-
-    ``v = alpha X W + (1 - alpha) Z + U1``, ``Z = Proj_C(v)``, ``U1 = v - Z``,
-    ``A = Z - U1`` (the next W-step's target); ``dZ`` and ``dU`` receive the
-    increments of ``Z`` and ``U1``. Returns
-    ``(||X W - Z||^2, ||X W||^2, ||Z||^2)``.
-    """
-    P, M = Z.shape
-    nb = M if mode == NEURON else 1
-    sq = np.zeros(nb, dtype=np.float64)
-    for p in range(P):
-        for m in range(M):
-            v = alpha * XW[p, m] + (1.0 - alpha) * Z[p, m] + U1[p, m]
-            U1[p, m] = v  # holds v until the second pass
-            if omega[p, m]:
-                d = np.float64(v - Y[p, m])
-                sq[m if mode == NEURON else 0] += d * d
-    gain = _gains(sq, eps_abs)
-    res = 0.0
-    nxw = 0.0
-    nz = 0.0
-    for p in range(P):
-        for m in range(M):
-            v = U1[p, m]
-            if omega[p, m]:
-                z = Y[p, m] + (v - Y[p, m]) * gain[m if mode == NEURON else 0]
-            else:
-                z = min(v, V[p, m])
-            xw = XW[p, m]
-            dZ[p, m] = z - Z[p, m]
-            dU[p, m] = alpha * xw + (1.0 - alpha) * Z[p, m] - z
-            Z[p, m] = z
-            U1[p, m] = v - z
-            A[p, m] = 2.0 * z - v
-            r = np.float64(xw - z)
-            res += r * r
-            nxw += np.float64(xw) * xw
-            nz += np.float64(z) * z
-    return res, nxw, nz
-
-
-@njit(cache=True)
-def _typed(x, like):
-    """The scalar ``x`` in the dtype of the array ``like`` (keeps float32 loops in float32)."""
-    out = np.empty(1, dtype=like.dtype)
-    out[0] = x
-    return out[0]
-
-
-@njit(cache=True)
-def _z_step_plain(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, sq):
-    """:func:`_z_step` without increments and norms (the iterations between checks)."""
-    P, M = Z.shape
-    a = _typed(alpha, Z)
-    b = _typed(1.0 - alpha, Z)
-    sq[:] = 0.0
-    if mode == NEURON:
-        for p in range(P):
-            for m in range(M):
-                v = a * XW[p, m] + b * Z[p, m] + U1[p, m]
-                U1[p, m] = v
-                d = v - Y[p, m] if omega[p, m] else v - v
-                sq[m] += np.float64(d * d)
-        gain = _gains(sq, eps_abs).astype(Z.dtype)
-    else:
-        acc = 0.0
-        for p in range(P):
-            for m in range(M):
-                v = a * XW[p, m] + b * Z[p, m] + U1[p, m]
-                U1[p, m] = v
-                d = v - Y[p, m] if omega[p, m] else v - v
-                acc += np.float64(d * d)
-        sq[0] = acc
-        gain = np.full(M, _gains(sq, eps_abs)[0]).astype(Z.dtype)
-    two = _typed(2.0, Z)
-    for p in range(P):
-        for m in range(M):
-            v = U1[p, m]
-            y = Y[p, m]
-            z = y + (v - y) * gain[m] if omega[p, m] else min(v, V[p, m])
-            Z[p, m] = z
-            U1[p, m] = v - z
-            A[p, m] = two * z - v
-
-
-@njit(cache=True)
-def _q_step_plain(W, Q, U2, B, n_pen, thresh, alpha):
-    """:func:`_q_step` without increments and norms (the iterations between checks)."""
-    N, M = Q.shape
-    a = _typed(alpha, Q)
-    b = _typed(1.0 - alpha, Q)
-    t = _typed(thresh, Q)
-    two = _typed(2.0, Q)
-    for i in range(N):
-        for m in range(M):
-            v = a * W[i, m] + b * Q[i, m] + U2[i, m]
-            if i < n_pen:
-                q = max(v - t, v - v) + min(v + t, v - v)
-            else:
-                q = v
-            Q[i, m] = q
-            U2[i, m] = v - q
-            B[i, m] = two * q - v
-
-
-@njit(cache=True)
-def _q_step(W, Q, U2, B, n_pen, thresh, alpha, dQ):
-    """Relaxed Q-step (soft threshold) and its dual step in one pass over ``N x M``.
-
-    ``v = alpha W + (1 - alpha) Q + U2``; rows ``< n_pen`` are soft-thresholded
-    by ``thresh``, the rest (the intercept) are copied; ``U2 = v - Q``,
-    ``B = Q - U2``; ``dQ`` receives the increment of ``Q``. Returns ``(||W - Q||^2, ||W||^2, ||Q||^2, ||U2||^2)``.
-    """
-    N, M = Q.shape
-    res = 0.0
-    nw = 0.0
-    nq = 0.0
-    nu = 0.0
-    for i in range(N):
-        for m in range(M):
-            w = W[i, m]
-            v = alpha * w + (1.0 - alpha) * Q[i, m] + U2[i, m]
-            if i < n_pen:
-                if v > thresh:
-                    q = v - thresh
-                elif v < -thresh:
-                    q = v + thresh
-                else:
-                    q = 0.0
-            else:
-                q = v
-            dQ[i, m] = q - Q[i, m]
-            Q[i, m] = q
-            U2[i, m] = v - q
-            B[i, m] = 2.0 * q - v
-            r = np.float64(w - q)
-            res += r * r
-            nw += np.float64(w) * w
-            nq += np.float64(q) * q
-            nu += np.float64(v - q) * (v - q)
-    return res, nw, nq, nu
-
-
-@njit(cache=True)
-def _rescale(U, S, D, inv):
-    """``U *= inv`` and ``D = S - U`` (duals after a change of rho)."""
-    n, m = U.shape
-    for i in range(n):
-        for j in range(m):
-            U[i, j] *= inv
-            D[i, j] = S[i, j] - U[i, j]
+from .steps import LAYER, NEURON, q_step, q_step_plain, rescale, violation, w_step, z_step, z_step_plain
 
 
 @njit(cache=True)
@@ -332,14 +81,14 @@ def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
     status = 1
     it = 0
     for it in range(1, max_iter + 1):
-        _w_step(X, F, wide, A, B, s, W, XW, T, H)
+        w_step(X, F, wide, A, B, s, W, XW, T, H)
         hist[it - 1, 2] = rho
         if it % check_every != 0 and it != max_iter:
-            _z_step_plain(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, sq)
-            _q_step_plain(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha)
+            z_step_plain(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, sq)
+            q_step_plain(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha)
             continue
-        rz, nxw, nz = _z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, dZ, dU)
-        rq, nw, nq, nu = _q_step(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha, dQ)
+        rz, nxw, nz = z_step(XW, Z, U1, A, Y, V, omega, eps_abs, mode, alpha, dZ, dU)
+        rq, nw, nq, nu = q_step(W, Q, U2, B, n_pen, 1.0 / (rho * s), alpha, dQ)
         rpri = np.sqrt(rz + rq) / max(np.sqrt(nxw + nw), np.sqrt(nz + nq), 1e-30)
         hist[it - 1, 0] = rpri
         # dual residual rho (X^T dZ + s dQ), relative to the dual variable s rho U2 (a subgradient
@@ -377,8 +126,8 @@ def admm(X, F, wide, Y, V, omega, eps_abs, mode, n_pen, W, Z, Q, U1, U2,
                 new = min(max(rho * min(max(ratio, 1e-3), 1e3), rho_lo), rho_hi)
                 ratio = new / rho
                 rho = new
-                _rescale(U1, Z, A, 1.0 / ratio)
-                _rescale(U2, Q, B, 1.0 / ratio)
+                rescale(U1, Z, A, 1.0 / ratio)
+                rescale(U2, Q, B, 1.0 / ratio)
     return it, status, rho, hist[:it]
 
 
@@ -402,5 +151,3 @@ def _warmup(dtype):
             U1 = np.zeros((P, 2), dtype)
             admm(X, F, wide, Yp, np.zeros_like(Yp), omega[:P], eps, mode, 2,
                  W, Z, Q, U1, U2, 1.0, 1.0, 1.6, 1e-4, 1e-4, 3, 2, 3, 1e-4)
-            violation(X @ W, Yp, np.zeros_like(Yp), omega[:P], eps, mode)
-            project(X @ W, Yp, np.zeros_like(Yp), omega[:P], eps, mode, Z)

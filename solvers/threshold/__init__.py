@@ -5,8 +5,9 @@
 - :func:`refit`: ``min (1/2P)||X W + 1 b^T - Y||_F^2`` on a fixed support;
 - :func:`magnitude`: projection of given weights (+ refit);
 - :func:`iht`: ``min (1/2P)||X W + 1 b^T - Y||_F^2  s.t.  W in pattern`` by
-  accelerated iterative hard thresholding, with exact exchange refinement
-  (:mod:`.swaps`) and N:M input permutations (:mod:`.permutation`);
+  accelerated iterative hard thresholding (:mod:`.iteration`), with exact
+  exchange refinement (:mod:`.swaps`) and N:M input permutations
+  (:mod:`.permutation`);
 - :func:`backward_group_selection`: greedy least-squares channel selection.
 """
 from .channel_selection import backward_group_selection

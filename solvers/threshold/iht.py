@@ -1,7 +1,10 @@
-"""Accelerated iterative hard thresholding (IHT) for a layer under a sparsity pattern."""
+"""Accelerated iterative hard thresholding (IHT) for a layer under a sparsity pattern.
+
+:func:`iht` validates, scales and starts the problem, runs the iteration of
+:mod:`.iteration`, then refines the support (:mod:`.swaps`) and refits.
+"""
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
@@ -10,44 +13,13 @@ import numpy as np
 from ..base.errors import ConvergenceWarning, ParameterError
 from ..base.gram import Quadratic, as_quadratic
 from ..base.patterns import Pattern, parse_pattern
+from ..base.result import Result
+from ..base.validation import check_scalar, check_weights
+from .iteration import iterate, jacobi_scaling
 from .permutation import inverse_permutation, nm_permutation, permute_inputs
 from .projection import support_mask
-from .refit import RCOND, _psd_solve, refit_quadratic
-from ..base.result import Result
+from .refit import _psd_solve, refit_quadratic
 from .swaps import swap_refine
-from ..base.validation import check_scalar, check_weights
-
-
-def _loss(q: Quadratic, W: np.ndarray, GW: np.ndarray) -> float:
-    """``q.loss(W)`` from a precomputed ``G W`` (saves one matmul)."""
-    return max(0.5 * float(np.sum(W * GW)) - float(np.sum(q.C * W)) + 0.5 * float(q.yy.sum()), 0.0)
-
-
-def _hard_step(q: Quadratic, V: np.ndarray, sqrt_d: np.ndarray, pattern: Pattern, sparsity: float):
-    """Project ``V`` onto the pattern in the ``D``-norm; return ``(W, mask, G W, loss)``."""
-    mask = support_mask(sqrt_d[:, None] * np.abs(V), pattern, sparsity)
-    W = np.where(mask, V, 0.0)
-    GW = q.G @ W
-    return W, mask, GW, _loss(q, W, GW)
-
-
-def jacobi_scaling(q: Quadratic):
-    """``(1/d, sqrt(d), L_D)``: ``d = diag(G)``, ``L_D = lambda_max(D^-1/2 G D^-1/2)``.
-
-    Inputs of (numerically) zero variance, ``d_i <= RCOND max d``, get ``1/d_i =
-    sqrt(d_i) = 0``: their gradient vanishes and they are never selected.
-    """
-    d = np.diag(q.G).copy()
-    alive = d > RCOND * max(float(d.max(initial=0.0)), np.finfo(float).tiny)
-    inv_d = np.zeros_like(d)
-    sqrt_d = np.zeros_like(d)
-    inv_d[alive] = 1.0 / d[alive]
-    sqrt_d[alive] = np.sqrt(d[alive])
-    if not alive.any():
-        return inv_d, sqrt_d, 0.0
-    h = np.sqrt(inv_d[alive])
-    L_D = float(np.linalg.eigvalsh(q.G[np.ix_(alive, alive)] * h[:, None] * h[None, :])[-1])
-    return inv_d, sqrt_d, L_D
 
 
 def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0: np.ndarray) -> np.ndarray:
@@ -60,7 +32,6 @@ def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.
         if loss < best_loss:
             best, best_loss = W, loss
     return best
-
 
 def iht(
     X,
@@ -188,15 +159,8 @@ def iht(
     s = pat.resolve_sparsity(sparsity)
     q = as_quadratic(X, Y, intercept=intercept)
     N, M = q.n_features, q.n_outputs
-    pat.check_shape(N, M)
-    if permute and pat.kind != "n:m":
-        raise ParameterError(f"permute=True needs an N:M pattern such as '2:4', got {pat}")
-    if swaps and pat.kind not in ("unstructured", "per_output", "n:m"):
-        raise ParameterError(f"swaps=True needs an entry-wise pattern (unstructured, per_output, N:M), got {pat}")
-    if W0 is not None:
-        W0 = check_weights(W0, N, M, name="W0", dtype=np.float64)
-    else:
-        W0, _ = _psd_solve(q.G, q.C)
+    _check_pattern(pat, N, M, permute=permute, swaps=swaps)
+    W0 = _psd_solve(q.G, q.C)[0] if W0 is None else check_weights(W0, N, M, name="W0", dtype=np.float64)
 
     inv_d, sqrt_d, L_D = jacobi_scaling(q)
     q_orig, perm = q, None
@@ -204,56 +168,11 @@ def iht(
         perm = nm_permutation(sqrt_d[:, None] * np.abs(W0), pat)
         q, W0, inv_d, sqrt_d = permute_inputs(q, perm), W0[perm], inv_d[perm], sqrt_d[perm]
     W = initial_weights(q, pat, s, sqrt_d, W0)
-    GW = q.G @ W
-    f = f_start = _loss(q, W, GW)
-    mask = W != 0
-    step = inv_d / L_D if L_D > 0 else inv_d
-    Z, GZ, t = W, GW, 1.0
-    history, restarts, status = [], 0, "max_iter"
-    since_debias, debiased = 0, False
-    for _ in range(max_iter):
-        if L_D == 0.0:  # every input is constant: W = 0 is optimal
-            status = "optimal"
-            break
-        Wn, mask_n, GWn, fn = _hard_step(q, Z - step[:, None] * (GZ - q.C), sqrt_d, pat, s)
-        if fn > f:
-            restarts += 1
-            t = 1.0
-            Wn, mask_n, GWn, fn = _hard_step(q, W - step[:, None] * (GW - q.C), sqrt_d, pat, s)
-            if fn > f:  # only rounding can cause this: keep W
-                fn, Wn, mask_n, GWn = f, W, mask, GW
-        if debiased and np.array_equal(mask_n, mask):  # a fixed point: keep the least-squares W
-            history.append(f)
-            status = "optimal"
-            break
-        history.append(fn)
-        t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-        beta = (t - 1.0) / t_next
-        Z, GZ = Wn + beta * (Wn - W), GWn + beta * (GWn - GW)
-        done = np.array_equal(mask_n, mask) and f - fn <= tol * max(f, np.finfo(float).tiny)
-        W, GW, f, mask, t = Wn, GWn, fn, mask_n, t_next
-        if done:
-            status = "optimal"
-            break
-        since_debias += 1
-        debiased = bool(debias_every) and since_debias >= debias_every
-        if debiased:
-            W_ls, _ = refit_quadratic(q, mask)
-            GW_ls = q.G @ W_ls
-            f_ls = _loss(q, W_ls, GW_ls)
-            if f_ls <= f:
-                W, GW, f = W_ls, GW_ls, f_ls
-            Z, GZ, t, since_debias = W, GW, 1.0, 0
-    loss_iht = f
-    moves = 0
-    if swaps and L_D > 0:
-        groups = np.arange(N) // pat.m if pat.kind == "n:m" else np.zeros(N, dtype=np.int64)
-        mask, moves = swap_refine(q, mask, groups)
-    if refit or moves:
-        W_ref, _ = refit_quadratic(q, mask)
-        f_ref = q.loss(W_ref)
-        if f_ref <= f:
-            W, f = W_ref, f_ref
+    W, f, mask, history, status, info = iterate(
+        q, W, inv_d, sqrt_d, L_D, pat, s, max_iter=max_iter, tol=tol, debias_every=debias_every
+    )
+    W, f, moves = _refine(q, W, f, mask, pat, swaps=swaps and L_D > 0, refit=refit)
+
     if status == "max_iter":
         warnings.warn(
             f"iht stopped after max_iter={max_iter} iterations before the support settled "
@@ -261,15 +180,7 @@ def iht(
             ConvergenceWarning,
             stacklevel=2,
         )
-    info = {
-        "loss_start": f_start,
-        "loss_iht": loss_iht,
-        "restarts": restarts,
-        "lipschitz": L_D,
-        "swap_moves": moves,
-        "pattern": str(pat),
-        "sparsity": float(np.mean(W == 0)),
-    }
+    info.update(swap_moves=moves, pattern=str(pat), sparsity=float(np.mean(W == 0)))
     if perm is not None:
         W = W[inverse_permutation(perm)]
         info["permutation"] = perm
@@ -284,3 +195,28 @@ def iht(
         history={"objective": np.asarray(history)},
         info=info,
     )
+
+
+def _check_pattern(pattern: Pattern, n_features: int, n_outputs: int, *, permute: bool, swaps: bool) -> None:
+    """The pattern fits the layer and the options that need a kind of pattern have it."""
+    pattern.check_shape(n_features, n_outputs)
+    if permute and pattern.kind != "n:m":
+        raise ParameterError(f"permute=True needs an N:M pattern such as '2:4', got {pattern}")
+    if swaps and pattern.kind not in ("unstructured", "per_output", "n:m"):
+        raise ParameterError(f"swaps=True needs an entry-wise pattern (unstructured, per_output, N:M), got {pattern}")
+
+
+def _refine(q: Quadratic, W, f, mask, pattern: Pattern, *, swaps: bool, refit: bool):
+    """Exchange refinement of the support (``swaps``), then least squares on it if
+    that is no worse; returns ``(W, loss, exchanges made)``."""
+    moves = 0
+    if swaps:
+        N = q.n_features
+        groups = np.arange(N) // pattern.m if pattern.kind == "n:m" else np.zeros(N, dtype=np.int64)
+        mask, moves = swap_refine(q, mask, groups)
+    if refit or moves:
+        W_ref, _ = refit_quadratic(q, mask)
+        f_ref = q.loss(W_ref)
+        if f_ref <= f:
+            W, f = W_ref, f_ref
+    return W, f, moves
