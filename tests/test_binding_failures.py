@@ -200,3 +200,39 @@ def test_models_and_data_that_cannot_be_pruned(make, data, message):
         prune(model, data, method="magnitude", sparsity=0.5, progress=False)
     if real:
         _assert_state(model, before)
+
+
+class _Locked(nn.Module):
+    """The trained MLP plus an attribute that cannot be deep-copied (a lock)."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.net = trained("mlp")
+        self.lock = threading.Lock()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_cascade_needs_no_copy_of_the_model(calib):
+    model = _Locked()
+    reference = trained("mlp")
+    report = prune(model, calib, method="iht", sparsity=0.7, progress=False)
+    expected = prune(reference, calib, method="iht", sparsity=0.7, progress=False)
+    assert [r.rel_error for r in report.layers] == [r.rel_error for r in expected.layers]
+    for (_, a), (_, b) in zip(model.net.state_dict().items(), reference.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_targets_from_a_model_of_other_shapes(calib):
+    from layertrim.bindings.torch import capture
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        other = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 5))
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 4))
+    with pytest.raises(ShapeError, match=r"layer '3': targets_from holds weights of shape \(5, 48\)"):
+        capture(model, calib, targets_from=other)
+    assert not model[3]._forward_hooks and not other[3]._forward_hooks

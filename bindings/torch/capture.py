@@ -2,9 +2,10 @@
 
 Forward hooks turn every call of a layer into rows ``X_j (P_b, K)`` (its input,
 unfolded per group, see :mod:`.layers`) and ``Y_j (P_b, M_g)`` (its output).
-Inputs may come from one model and targets from another (the cascade scheme:
-inputs from the partly pruned network, targets from the dense one); both are
-run on the same batch, so rows correspond.
+Inputs may come from one network and targets from another (the cascade
+scheme: inputs from the partly pruned network, targets from the dense one):
+another model, or the same model with some tensors swapped to other values
+for the target pass; both passes run on the same batch, so rows correspond.
 
 Two storage modes:
 
@@ -36,7 +37,8 @@ from layertrim.solvers import GramStats
 from layertrim.solvers.base.errors import EmptyDataError, NonFiniteError, ParameterError
 from layertrim.solvers.base.validation import check_choice, check_scalar
 
-from .layers import check_supported, n_groups, output_rows, unfold_input
+from .layers import check_supported, n_groups
+from .passes import TargetSwap, register_hooks
 from .reservoir import RowReservoir
 
 MODES = ("rows", "gram")
@@ -180,6 +182,7 @@ def capture(
     max_rows: int = 20000,
     seed: int = 0,
     targets_from: nn.Module | None = None,
+    target_values=(),
     relu=None,
 ) -> "OrderedDict[str, LayerData]":
     """Run the calibration data through ``model`` and collect each layer's problem.
@@ -201,6 +204,12 @@ def capture(
     targets_from : nn.Module, optional
         Model whose layer outputs are the targets ``Y`` (same architecture and
         layer names); default ``model`` itself.
+    target_values : sequence of (tensor, value)
+        Tensors of ``model`` that hold other values for the targets: each
+        batch runs once with every ``tensor`` holding its ``value`` (targets
+        ``Y``) and once with the tensors as they are (inputs ``X``). The
+        cascade scheme passes the already solved layers with their dense
+        values, so no second model is needed.
     relu : dict name -> bool, optional
         Overrides of the ReLU detection of :func:`relu_layers`.
 
@@ -220,34 +229,20 @@ def capture(
     modes = {n: (mode.get(n, "gram") if isinstance(mode, dict) else mode) for n in chosen}
     for m in modes.values():
         check_choice(m, "mode", MODES)
-    detected = relu_layers(targets_from if targets_from is not None else model)
-    relu = dict(relu or {})
+    if targets_from is not None and target_values:
+        raise ParameterError("give targets_from or target_values, not both")
     dense = targets_from if targets_from is not None else model
-    dense_modules = dict(dense.named_modules())
+    detected = relu_layers(dense)
+    relu = dict(relu or {})
     collectors = OrderedDict(
         (n, _Collector(n, mod, modes[n], max_rows, seed + i)) for i, (n, mod) in enumerate(chosen.items())
     )
-    handles = []
+    swap = TargetSwap(target_values)
     models = [model] if dense is model else [model, dense]
     flags = [(m, m.training) for mdl in models for m in mdl.modules()]
+    handles = []
     try:
-        for n, mod in chosen.items():
-            col = collectors[n]
-
-            def grab_in(module, args, output, col=col):
-                col.inputs.append(unfold_input(module, args[0]))
-                if dense is model:
-                    col.outputs.append(output_rows(module, output))
-
-            handles.append(mod.register_forward_hook(grab_in))
-            if dense is not model:
-                if n not in dense_modules:
-                    raise ParameterError(f"targets_from has no layer named {n!r}")
-
-                def grab_out(module, args, output, col=col):
-                    col.outputs.append(output_rows(module, output))
-
-                handles.append(dense_modules[n].register_forward_hook(grab_out))
+        register_hooks(chosen, collectors, dense, model, swap, handles)
         for mdl in models:
             mdl.eval()
         device = _module_device(model)
@@ -258,7 +253,7 @@ def capture(
                 x = x.to(device)
                 if dense is not model:
                     dense(x)
-                model(x)
+                swap.run(model, x)
                 for col in collectors.values():
                     col.flush()
         if n_batches == 0:

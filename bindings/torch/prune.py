@@ -18,7 +18,6 @@ exception propagates.
 """
 from __future__ import annotations
 
-import copy
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -197,11 +196,13 @@ def prune(
 
     Notes
     -----
-    Cascade: for layer ``l`` in execution order, ``X_l`` is captured from a
-    working copy whose layers ``< l`` hold their solved weights, ``Y_l``
-    from the untouched model, in one pass over ``data``. Parallel: one pass
-    captures every layer from the dense model. Only after every layer is
-    solved are the results written into ``model``.
+    Cascade: for layer ``l`` in execution order, ``X_l`` is captured from
+    the model whose layers ``< l`` already hold their solved weights, ``Y_l``
+    from the same model with those layers at their dense values, in one pass
+    over ``data`` (two forward calls per batch; no copy of the model).
+    Parallel: one pass captures every layer from the dense model. The masks
+    are registered after every layer is solved; on any failure the model is
+    restored.
     """
     start = time.perf_counter()
     check_choice(scheme, "scheme", SCHEMES)
@@ -230,7 +231,7 @@ def prune(
 
         with tqdm(total=len(names), desc="prune", disable=not progress, leave=False) as bar:
             if scheme == "cascade":
-                solved = _solve_cascade(model, run, execution_order(model, data, names), bar)
+                solved = _solve_cascade(model, run, execution_order(model, data, names), snapshot, bar)
             else:
                 solved = _solve_parallel(model, run, names, executor, bar)
         for name in names:
@@ -259,18 +260,25 @@ class _Run:
         return {n: s.mode for n, s in self.specs.items()}
 
 
-def _solve_cascade(model, run: _Run, order, bar) -> OrderedDict:
-    """Layers in execution order; ``X_l`` from a working copy holding the solved layers ``< l``."""
+def _solve_cascade(model, run: _Run, order, snapshot, bar) -> OrderedDict:
+    """Layers in execution order; ``X_l`` from the model holding the solved layers ``< l``.
+
+    The solved values are written into the model as they come; the target
+    pass of each capture runs the same model with those layers back at their
+    dense values (recorded by ``snapshot``), so no copy of the model is made.
+    """
     solved = OrderedDict()
-    work = copy.deepcopy(model)
-    work_modules = dict(work.named_modules())
+    dense_values = []
     for name in order:
         bar.set_postfix_str(name)
-        ld = capture(work, run.data, layers=[name], mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
-                     targets_from=model, relu=run.relu)[name]
-        solved[name] = _solve_layer(name, run.found[name], run.specs[name], ld, cascade=True, gamma=run.gamma)
+        ld = capture(model, run.data, layers=[name], mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
+                     target_values=dense_values, relu=run.relu)[name]
+        module = run.found[name]
+        solved[name] = _solve_layer(name, module, run.specs[name], ld, cascade=True, gamma=run.gamma)
+        tensors = [_param(module, "weight")] + ([_param(module, "bias")] if module.bias is not None else [])
+        dense_values += [(t, snapshot.recorded(t)) for t in tensors]
         W, b, _ = solved[name]
-        _set_values(work_modules[name], W, b)
+        _set_values(module, W, b)
         bar.update()
     return solved
 

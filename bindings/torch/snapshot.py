@@ -43,6 +43,11 @@ class ModelSnapshot:
                 if t is not None and id(t) not in seen:
                     seen[id(t)] = (t, t.detach().clone())
         self._tensors = list(seen.values())
+        self._values = {key: value for key, (_, value) in seen.items()}
+
+    def recorded(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The value ``tensor`` (a parameter or buffer of the model) had when the snapshot was taken."""
+        return self._values[id(tensor)]
 
     def restore(self) -> None:
         """Put back the recorded structure and values."""

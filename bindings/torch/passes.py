@@ -1,0 +1,68 @@
+"""The forward passes of one calibration batch and the hooks that read them.
+
+Inputs ``X`` of a layer come from ``model``; targets ``Y`` from ``dense``
+(another model) or from ``model`` itself with some tensors swapped to other
+values for a separate target pass (:class:`TargetSwap`).
+"""
+from __future__ import annotations
+
+import torch
+
+from layertrim.solvers.base.errors import ParameterError, ShapeError
+
+from .layers import output_rows, unfold_input
+
+
+class TargetSwap:
+    """Runs a batch through ``model`` for targets (tensors at their target values) and for inputs."""
+
+    def __init__(self, target_values):
+        self.pairs = [(t, v) for t, v in target_values]
+        self.current = [t.detach().clone() for t, _ in self.pairs]
+        self.phase = "both"  # one pass gives inputs and targets when nothing is swapped
+
+    def _load(self, values) -> None:
+        for (t, _), v in zip(self.pairs, values):
+            t.copy_(v)
+
+    def run(self, model, x) -> None:
+        if not self.pairs:
+            model(x)
+            return
+        self.phase = "targets"
+        self._load([v for _, v in self.pairs])
+        try:
+            model(x)
+        finally:
+            self._load(self.current)
+        self.phase = "inputs"
+        model(x)
+
+
+def register_hooks(chosen, collectors, dense, model, swap, handles: list) -> None:
+    """Forward hooks (appended to ``handles``) feeding each collector its layer's inputs and outputs."""
+    dense_modules = dict(dense.named_modules())
+    for n, mod in chosen.items():
+        col = collectors[n]
+        if dense is not model:
+            other = dense_modules.get(n)
+            if other is None:
+                raise ParameterError(f"targets_from has no layer named {n!r}")
+            if getattr(other, "weight", None) is None or other.weight.shape != mod.weight.shape:
+                raise ShapeError(f"layer {n!r}: targets_from holds weights of shape "
+                                 f"{tuple(getattr(other, 'weight', torch.empty(0)).shape)}, the model "
+                                 f"{tuple(mod.weight.shape)}")
+
+        def grab_in(module, args, output, col=col):
+            if swap.phase != "targets":
+                col.inputs.append(unfold_input(module, args[0]))
+            if dense is model and swap.phase != "inputs":
+                col.outputs.append(output_rows(module, output))
+
+        handles.append(mod.register_forward_hook(grab_in))
+        if dense is not model:
+
+            def grab_out(module, args, output, col=col):
+                col.outputs.append(output_rows(module, output))
+
+            handles.append(dense_modules[n].register_forward_hook(grab_out))
