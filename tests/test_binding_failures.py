@@ -236,3 +236,10 @@ def test_targets_from_a_model_of_other_shapes(calib):
     with pytest.raises(ShapeError, match=r"layer '3': targets_from holds weights of shape \(5, 48\)"):
         capture(model, calib, targets_from=other)
     assert not model[3]._forward_hooks and not other[3]._forward_hooks
+
+
+def test_a_huge_row_budget_allocates_only_the_rows_seen(calib):
+    from layertrim.bindings.torch import capture
+
+    (X, Y), = capture(trained("mlp"), calib, layers=["3"], mode="rows", max_rows=10**10)["3"].groups
+    assert X.shape == (200, 48) and Y.shape == (200, 32)

@@ -19,10 +19,8 @@ class RowReservoir:
     def add(self, X: np.ndarray, Y: np.ndarray) -> None:
         """Add rows ``X (g, P_b, K)``, ``Y (g, P_b, M_g)``."""
         n = X.shape[1]
-        if self.X is None:
-            self.X = np.empty((X.shape[0], self.max_rows, X.shape[2]), dtype=X.dtype)
-            self.Y = np.empty((Y.shape[0], self.max_rows, Y.shape[2]), dtype=Y.dtype)
         take = min(self.max_rows - self.filled, n)
+        self._reserve(X, Y, self.filled + take)
         if take:
             self.X[:, self.filled : self.filled + take] = X[:, :take]
             self.Y[:, self.filled : self.filled + take] = Y[:, :take]
@@ -39,6 +37,20 @@ class RowReservoir:
             self.X[:, slots[pick]] = X[:, rows[pick]]
             self.Y[:, slots[pick]] = Y[:, rows[pick]]
         self.seen += n
+
+    def _reserve(self, X, Y, rows: int) -> None:
+        """Room for ``rows`` rows: storage grows by doubling up to ``max_rows``, so memory follows
+        the rows actually seen, not the budget."""
+        have = 0 if self.X is None else self.X.shape[1]
+        if rows <= have:
+            return
+        size = min(self.max_rows, max(rows, 2 * have))
+        grown_X = np.empty((X.shape[0], size, X.shape[2]), dtype=X.dtype)
+        grown_Y = np.empty((Y.shape[0], size, Y.shape[2]), dtype=Y.dtype)
+        if self.X is not None:
+            grown_X[:, :self.filled] = self.X[:, :self.filled]
+            grown_Y[:, :self.filled] = self.Y[:, :self.filled]
+        self.X, self.Y = grown_X, grown_Y
 
     def groups(self):
         return [(self.X[j, : self.filled], self.Y[j, : self.filled]) for j in range(self.X.shape[0])]
