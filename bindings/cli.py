@@ -215,19 +215,27 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:
-        print("layertrim: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted()
     except USER_ERRORS as exc:
         if args.verbose:
             traceback.print_exc()
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"layertrim {args.command}: error: {message}", file=sys.stderr)
         return USER_ERROR
-    except Exception:
+    except Exception as exc:
+        # Ctrl-C during a compiled kernel surfaces when the kernel returns, as a SystemError
+        # whose context is the KeyboardInterrupt
+        if isinstance(exc, SystemError) and isinstance(exc.__context__ or exc.__cause__, KeyboardInterrupt):
+            return _interrupted()
         traceback.print_exc()
         print(f"layertrim {args.command}: internal error (a defect of layertrim; please report it "
               "with the traceback above)", file=sys.stderr)
         return INTERNAL_ERROR
+
+
+def _interrupted() -> int:
+    print("layertrim: interrupted", file=sys.stderr)
+    return INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

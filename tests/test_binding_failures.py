@@ -243,3 +243,20 @@ def test_a_huge_row_budget_allocates_only_the_rows_seen(calib):
 
     (X, Y), = capture(trained("mlp"), calib, layers=["3"], mode="rows", max_rows=10**10)["3"].groups
     assert X.shape == (200, 48) and Y.shape == (200, 32)
+
+
+def test_ctrl_c_inside_a_kernel_exits_130(monkeypatch, capsys):
+    import layertrim.bindings.cli as cli
+
+    def interrupted_kernel(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:  # what a jitted call returning with a pending SIGINT raises
+            raise SystemError("CPUDispatcher(<function admm>) returned a result with an exception set")
+
+    monkeypatch.setattr(cli, "_run_verify", interrupted_kernel)
+    monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args",
+                        lambda self, argv=None: cli.argparse.Namespace(run=interrupted_kernel, verbose=False,
+                                                                       command="verify"))
+    assert cli.main([]) == cli.INTERRUPTED
+    assert capsys.readouterr().err.strip() == "layertrim: interrupted"
