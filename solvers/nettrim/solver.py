@@ -211,4 +211,9 @@ def _solve_sparsity(prob, sparsity, warm_start, opts):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res, t, trace = bisect_sparsity(solve, sparsity, lo, 1.0, count_tol=max(1, size // 200), max_solves=30)
+    if res.status != "optimal":  # the solves along the path are quiet; the one returned is not
+        violation = max(res.info["violation"], res.info["halfspace_violation"])
+        warnings.warn(f"nettrim (sparsity={sparsity:g}): the returned solve at eps={t:.3g} ended with status "
+                      f"{res.status!r} (violation {violation:.2e}); raise max_iter or tol",
+                      ConvergenceWarning, stacklevel=3)
     return res, t, trace
