@@ -28,9 +28,9 @@ import warnings
 import numpy as np
 from numba import njit
 
-from .base.errors import ConvergenceWarning, ParameterError, ShapeError
+from .base.errors import ConvergenceWarning, ShapeError
 from .base.result import Result
-from .base.validation import check_scalar, check_weights, check_xy
+from .base.validation import check_bool, check_scalar, check_weights, check_xy, squared_norm
 from .base.warmup import register
 
 
@@ -137,6 +137,22 @@ def _grda_epoch(X, Y, W, A, b, order, batch_size, lr, c, mu, n, T, intercept):
     return n, T
 
 
+#: a run whose loss exceeds this multiple of its reference loss (the larger of the
+#: loss at the start and ``||Y - mean||^2 / 2P``, the loss of ``W = 0`` with the
+#: best constant bias) has diverged: a stable step size never gets there, even
+#: with the noise of small batches, while a diverging one passes it within a few
+#: steps of geometric growth.
+DIVERGENCE_FACTOR = 1e4
+
+
+def _diverged(A, b, loss: float, reference: float) -> bool:
+    """Non-finite accumulator, bias or loss, or a loss far above ``reference``."""
+    if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * reference:
+        return True
+    # a NaN accumulator thresholds to w = 0 (both comparisons fail): look at A itself
+    return not (np.all(np.isfinite(A)) and np.all(np.isfinite(b)))
+
+
 def _layer_loss(X, Y, W, b) -> float:
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged run is reported by the caller
         R = X @ W - Y
@@ -188,10 +204,14 @@ def grda(
     -------
     Result
         ``objective`` is the loss at the returned ``(W, b)``. The method has no
-        stopping test: it runs the given epochs and reports ``"max_iter"``
-        (``"numerical_error"`` with a warning if the iterates overflow).
+        stopping test: it runs the given epochs and reports ``"max_iter"``.
+        If the run diverges (a non-finite iterate or loss, or a loss above
+        ``DIVERGENCE_FACTOR`` times the larger of the starting loss and
+        ``||Y - mean(Y)||^2 / 2P``), it stops with ``"numerical_error"`` and a
+        ConvergenceWarning and returns the best epoch-end iterate (or the
+        start), so ``W`` is always finite; ``info["diverged"]`` is True then.
         ``history``: per epoch ``loss``, ``sparsity``, ``threshold``.
-        ``info``: ``steps``, ``threshold``, ``lr``, ``c``, ``mu``.
+        ``info``: ``steps``, ``epochs``, ``threshold``, ``lr``, ``c``, ``mu``, ``diverged``.
 
     Notes
     -----
@@ -211,9 +231,8 @@ def grda(
     mu = check_scalar(mu, "mu", low=0.0)
     epochs = check_scalar(epochs, "epochs", low=1, integer=True)
     batch_size = check_scalar(batch_size, "batch_size", low=1, integer=True)
-    seed = check_scalar(seed, "seed", integer=True)
-    if not isinstance(intercept, (bool, np.bool_)):
-        raise ParameterError(f"intercept must be True or False, got {intercept!r}")
+    seed = check_scalar(seed, "seed", low=0, integer=True)
+    intercept = check_bool(intercept, "intercept")
     dtype = X.dtype
     W = np.zeros((N, M), dtype=dtype) if W0 is None else check_weights(W0, N, M, "W0", dtype=dtype).copy()
     A = W.copy()
@@ -222,6 +241,10 @@ def grda(
     n, T = 0, 0.0
     hist = {"loss": [], "sparsity": [], "threshold": []}
     status = "max_iter"
+    Y64 = Y.astype(np.float64)
+    loss_start = _layer_loss(X, Y, W, b if intercept else None)
+    reference = max(loss_start, 0.5 * squared_norm(Y64 - Y64.mean(axis=0)) / P, np.finfo(np.float64).tiny)
+    best = (loss_start, W.copy(), b.copy())  # the iterate returned if the run diverges
     for _ in range(epochs):
         order = rng.permutation(P)
         n, T = _grda_epoch(X, Y, W, A, b, order, batch_size, dtype.type(lr), c, mu, n, T, bool(intercept))
@@ -229,23 +252,29 @@ def grda(
         hist["loss"].append(loss)
         hist["sparsity"].append(float(np.mean(W == 0)))
         hist["threshold"].append(T)
-        if not np.isfinite(loss):
+        if _diverged(A, b, loss, reference):
             status = "numerical_error"
             warnings.warn(
-                f"gRDA diverged (non-finite loss after {n} steps); lower lr (now {lr:g})",
+                f"gRDA diverged after {n} steps (loss {loss:.3g}, {loss_start:.3g} at the start); "
+                f"lower lr (now {lr:g}); returning the best iterate seen",
                 ConvergenceWarning,
                 stacklevel=2,
             )
+            _, W, b = best
             break
+        if loss <= best[0]:
+            best = (loss, W.copy(), b.copy())
+    objective = hist["loss"][-1] if status == "max_iter" else _layer_loss(X, Y, W, b if intercept else None)
     return Result(
         W=W,
         b=b if intercept else None,
         status=status,
-        objective=hist["loss"][-1],
+        objective=objective,
         iterations=n,
         time=_time.perf_counter() - t0,
         history={k: np.asarray(v) for k, v in hist.items()},
-        info={"steps": n, "epochs": len(hist["loss"]), "threshold": T, "lr": lr, "c": c, "mu": mu},
+        info={"steps": n, "epochs": len(hist["loss"]), "threshold": T, "lr": lr, "c": c, "mu": mu,
+              "diverged": status == "numerical_error"},
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import EmptyDataError, ShapeError
-from .validation import check_xy
+from .validation import check_bool, check_finite_moments, check_xy
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,11 @@ class GramStats:
         return np.dtype(np.float32 if self._dtype32 else np.float64)
 
     def update(self, X, Y) -> "GramStats":
-        """Add one batch of samples ``X (B, N)``, ``Y (B, M)``; returns self."""
+        """Add one batch of samples ``X (B, N)``, ``Y (B, M)``; returns self.
+
+        Raises NonFiniteError, leaving the statistics unchanged, when the batch
+        or the merged totals overflow float64.
+        """
         X, Y = check_xy(X, Y)
         if self.Sxx is not None and (X.shape[1], Y.shape[1]) != (self.n_features, self.n_outputs):
             raise ShapeError(
@@ -130,15 +134,18 @@ class GramStats:
         # float64 views of float64 input (no copy); centered copies are the only temporaries
         Xd, Yd = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
         nb = Xd.shape[0]
-        mx, my = Xd.mean(axis=0), Yd.mean(axis=0)
-        Yc = Yd - my
-        syy_b = np.einsum("ij,ij->j", Yc, Yc)
-        Sxx_b, Sxy_b = _centered_products(Xd, mx, Yc)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _merge
+            mx, my = Xd.mean(axis=0), Yd.mean(axis=0)
+            Yc = Yd - my
+            syy_b = np.einsum("ij,ij->j", Yc, Yc)
+            Sxx_b, Sxy_b = _centered_products(Xd, mx, Yc)
         self._merge(nb, mx, my, Sxx_b, Sxy_b, syy_b)
         return self
 
     def merge(self, other: "GramStats") -> "GramStats":
         """Add the statistics of another accumulator (e.g. from another worker)."""
+        if not isinstance(other, GramStats):
+            raise ShapeError(f"merge() takes another GramStats, got {type(other).__name__}")
         if other.n_samples == 0:
             return self
         if self.Sxx is not None and (other.n_features, other.n_outputs) != (self.n_features, self.n_outputs):
@@ -148,6 +155,10 @@ class GramStats:
         return self
 
     def _merge(self, nb, mx, my, Sxx_b, Sxy_b, syy_b):
+        """Merge one batch's moments; nothing changes when the batch or the totals are not finite."""
+        check_finite_moments(
+            "GramStats batch", x_mean=mx, y_mean=my, Sxx=Sxx_b, Sxy=Sxy_b, syy=syy_b
+        )
         if self.n_samples == 0:
             self.n_samples = nb
             self.x_mean, self.y_mean = mx.copy(), my.copy()
@@ -157,11 +168,15 @@ class GramStats:
         n = na + nb
         dx, dy = mx - self.x_mean, my - self.y_mean
         w = na * nb / n
-        self.Sxx += Sxx_b + w * np.outer(dx, dx)
-        self.Sxy += Sxy_b + w * np.outer(dx, dy)
-        self.syy += syy_b + w * dy * dy
-        self.x_mean += dx * (nb / n)
-        self.y_mean += dy * (nb / n)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below, before anything is stored
+            Sxx = self.Sxx + (Sxx_b + w * np.outer(dx, dx))
+            Sxy = self.Sxy + (Sxy_b + w * np.outer(dx, dy))
+            syy = self.syy + (syy_b + w * dy * dy)
+            x_mean = self.x_mean + dx * (nb / n)
+            y_mean = self.y_mean + dy * (nb / n)
+        check_finite_moments("GramStats totals", x_mean=x_mean, y_mean=y_mean, Sxx=Sxx, Sxy=Sxy, syy=syy)
+        self.Sxx, self.Sxy, self.syy = Sxx, Sxy, syy
+        self.x_mean, self.y_mean = x_mean, y_mean
         self.n_samples = n
 
     def _require(self):
@@ -187,10 +202,15 @@ class GramStats:
         """The Gram form of the squared loss, divided by ``P`` (centered if ``intercept``)."""
         self._require()
         P = self.n_samples
-        if intercept:
-            G, C, yy = self.Sxx / P, self.Sxy / P, self.syy / P
-        else:
-            G, C, yy = self.xtx() / P, self.xty() / P, self.yty_diag() / P
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            if intercept:
+                G, C, yy = self.Sxx / P, self.Sxy / P, self.syy / P
+            else:
+                G, C, yy = self.xtx() / P, self.xty() / P, self.yty_diag() / P
+        # the attributes are public: check what is handed to the solvers, not only what update() stored
+        check_finite_moments(
+            "GramStats", G=G, C=C, yy=yy, x_mean=self.x_mean, y_mean=self.y_mean
+        )
         return Quadratic(
             G=G, C=C, yy=yy, x_mean=self.x_mean.copy(), y_mean=self.y_mean.copy(),
             n_samples=P, intercept=intercept, dtype=self.dtype,
@@ -222,9 +242,11 @@ def _centered_products(X, mx, Yc):
 
 def as_quadratic(X, Y=None, *, intercept: bool = True) -> Quadratic:
     """Accept ``(X, Y)`` arrays, a :class:`GramStats` or a :class:`Quadratic` (with ``Y=None``)."""
+    intercept = check_bool(intercept, "intercept")
     if isinstance(X, Quadratic):
         if Y is not None or X.intercept != intercept:
             raise ShapeError(f"pass a Quadratic alone, built with intercept={intercept}")
+        check_quadratic(X)
         return X
     if isinstance(X, GramStats):
         if Y is not None:
@@ -233,3 +255,19 @@ def as_quadratic(X, Y=None, *, intercept: bool = True) -> Quadratic:
     if Y is None:
         raise ShapeError("Y is required when X is an array")
     return GramStats.from_arrays(X, Y).quadratic(intercept)
+
+
+def check_quadratic(q: Quadratic) -> None:
+    """A received :class:`Quadratic` has consistent shapes, samples and finite moments."""
+    G, C = np.asarray(q.G), np.asarray(q.C)
+    if G.ndim != 2 or C.ndim != 2 or G.shape != (G.shape[0], G.shape[0]) or C.shape[0] != G.shape[0]:
+        raise ShapeError(f"Quadratic needs G (N, N) and C (N, M), got G {G.shape} and C {C.shape}")
+    N, M = C.shape
+    if N == 0 or M == 0:
+        raise EmptyDataError(f"Quadratic has no features or outputs (C has shape {C.shape})")
+    for name, value, shape in (("yy", q.yy, (M,)), ("x_mean", q.x_mean, (N,)), ("y_mean", q.y_mean, (M,))):
+        if np.shape(value) != shape:
+            raise ShapeError(f"Quadratic.{name} must have shape {shape}, got {np.shape(value)}")
+    if not isinstance(q.n_samples, (int, np.integer)) or q.n_samples < 1:
+        raise EmptyDataError(f"Quadratic.n_samples must be a positive integer, got {q.n_samples!r}")
+    check_finite_moments("Quadratic", G=G, C=C, yy=q.yy, x_mean=q.x_mean, y_mean=q.y_mean)

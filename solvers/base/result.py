@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import NonFiniteError
+
 STATUSES = ("optimal", "max_iter", "infeasible", "numerical_error")
 
 
@@ -46,6 +48,19 @@ class Result:
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        # the last line of defence: no solver hands out NaN/Inf weights, whatever its status
+        for name in ("W", "b"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            arr = np.asarray(value)
+            if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+                bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                raise NonFiniteError(
+                    f"the solution {name} has {bad} non-finite entr{'y' if bad == 1 else 'ies'} in {arr.dtype}: "
+                    f"the weights do not fit {arr.dtype} or the solve overflowed; rescale X and Y "
+                    "(e.g. divide each by its largest entry) or pass float64 data"
+                )
 
     @property
     def converged(self) -> bool:

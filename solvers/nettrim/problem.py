@@ -15,7 +15,7 @@ import numpy as np
 
 from ..base.errors import InfeasibleError, ShapeError
 from ..base.result import Result
-from ..base.validation import check_array, check_weights
+from ..base.validation import check_array, check_broadcastable, check_weights
 from .steps import LAYER, NEURON, project, violation
 
 #: initial soft-threshold level ``1 / (s rho)`` in units of the weights' root-mean-square
@@ -65,9 +65,7 @@ class _Problem:
         if V is None:
             Vs = np.zeros_like(Y)
         else:
-            Vs = check_array(np.broadcast_to(np.asarray(V), Y.shape) if np.ndim(V) < 2 else V, "V", dtype=dt)
-            if Vs.shape != Y.shape:
-                raise ShapeError(f"V must have the shape of Y {Y.shape}, got {Vs.shape}")
+            Vs = check_broadcastable(V, "V", Y.shape, dtype=dt)
             Vs = Vs / dt.type(self.c)
         self.V = np.ascontiguousarray(Vs)
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..base.errors import ConvergenceWarning, ParameterError
 from ..base.path import bisect_sparsity
 from ..base.result import Result
-from ..base.validation import check_choice, check_scalar, check_sparsity, check_xy, exactly_one
+from ..base.validation import check_bool, check_choice, check_scalar, check_sparsity, check_xy, exactly_one
 from .kernels import admm
 from .problem import _Problem
 
@@ -139,6 +139,7 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
         rho = check_scalar(rho, "rho", low=0.0, low_open=True)
     if penalty_ratio is not None:
         penalty_ratio = check_scalar(penalty_ratio, "penalty_ratio", low=0.0, low_open=True)
+    relu, intercept = check_bool(relu, "relu"), check_bool(intercept, "intercept")
     if V is not None and not relu:
         raise ParameterError("V (upper bounds on Omega^c) applies only to relu=True")
     prob = _Problem(X, Y, relu=relu, intercept=intercept, V=V, eps_mode=eps_mode)

@@ -58,9 +58,25 @@ class ThreeDOptimum:
         return self.upper_bound - self.accuracy
 
 
+def _box_bound(value, name: str) -> np.ndarray:
+    """``lower`` / ``upper`` as a flat float64 array; ParameterError unless real numbers and finite."""
+    try:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {arr.dtype}")
+        arr = arr.astype(np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(
+            f"{name} must be a real number or 3 real numbers (d, w, r) in [0, 1], got {value!r} ({exc})"
+        ) from exc
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError(f"{name} must be finite numbers in [0, 1], got {value!r}")
+    return arr
+
+
 def _check_box(lower, upper):
-    lo = np.asarray(lower, dtype=np.float64).ravel()
-    hi = np.asarray(upper, dtype=np.float64).ravel()
+    lo = _box_bound(lower, "lower")
+    hi = _box_bound(upper, "upper")
     lo = np.broadcast_to(lo, (3,)).copy() if lo.size in (1, 3) else None
     hi = np.broadcast_to(hi, (3,)).copy() if hi.size in (1, 3) else None
     if lo is None or hi is None:

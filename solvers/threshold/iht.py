@@ -14,7 +14,7 @@ from ..base.errors import ConvergenceWarning, ParameterError
 from ..base.gram import Quadratic, as_quadratic
 from ..base.patterns import Pattern, parse_pattern
 from ..base.result import Result
-from ..base.validation import check_scalar, check_weights
+from ..base.validation import check_bool, check_scalar, check_weights
 from .iteration import iterate, jacobi_scaling
 from .permutation import inverse_permutation, nm_permutation, permute_inputs
 from .projection import support_mask
@@ -155,6 +155,7 @@ def iht(
     max_iter = check_scalar(max_iter, "max_iter", low=0, integer=True)
     tol = check_scalar(tol, "tol", low=0.0)
     debias_every = check_scalar(debias_every, "debias_every", low=0, integer=True)
+    refit, permute, swaps = (check_bool(v, n) for v, n in ((refit, "refit"), (permute, "permute"), (swaps, "swaps")))
     pat = parse_pattern(pattern)
     s = pat.resolve_sparsity(sparsity)
     q = as_quadratic(X, Y, intercept=intercept)

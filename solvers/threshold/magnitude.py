@@ -12,7 +12,7 @@ from .permutation import inverse_permutation, nm_permutation
 from .projection import check_scores, support_mask
 from .refit import refit_quadratic
 from ..base.result import Result
-from ..base.validation import check_array, check_scalar
+from ..base.validation import check_array, check_bool, check_scalar
 
 
 def magnitude(
@@ -71,7 +71,14 @@ def magnitude(
     """
     start = time.perf_counter()
     W = check_array(W, "W")
+    if b is not None:  # checked whether or not it is used (with refit=True it is replaced)
+        b = check_array(b, "b", ndim=1)
+        if b.shape != (W.shape[1],):
+            raise ShapeError(
+                f"b must have one entry per output (column of W): shape ({W.shape[1]},), got {b.shape}"
+            )
     ridge = check_scalar(ridge, "ridge", low=0.0)
+    refit, permute = check_bool(refit, "refit"), check_bool(permute, "permute")
     pat = parse_pattern(pattern)
     s = pat.resolve_sparsity(sparsity)
     S = np.abs(W) if scores is None else check_scores(scores, W.shape, W.dtype)
@@ -91,7 +98,7 @@ def magnitude(
             raise ParameterError("refit and Y need layer data X (samples or GramStats)")
         diff = (W - Wp).astype(np.float64)
         return Result(
-            W=Wp, b=None if b is None else check_array(b, "b", ndim=1, dtype=W.dtype), status="optimal",
+            W=Wp, b=None if b is None else b.astype(W.dtype), status="optimal",
             objective=0.5 * float(np.sum(diff * diff)), iterations=1,
             time=time.perf_counter() - start, info=info,
         )
@@ -111,9 +118,7 @@ def magnitude(
         if b is not None:
             if not intercept:
                 raise ParameterError("b was given with intercept=False")
-            given = check_array(b, "b", ndim=1, dtype=np.float64)
-            if given.shape != (q.n_outputs,):
-                raise ShapeError(f"b must have shape ({q.n_outputs},), got {given.shape}")
+            given = b.astype(np.float64)  # shape checked above; W matches the data
             # centered loss + the cost of a bias offset from the optimal one
             loss += 0.5 * float(np.sum((given - bias) ** 2))
             bias = given

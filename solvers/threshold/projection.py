@@ -23,13 +23,34 @@ SMALL_GROUP = 16
 
 @njit(cache=True)
 def _select_small(seg, keep, out):
-    """Set ``out`` True at the ``keep`` largest of ``seg``; repeated arg-max, lower index on ties."""
+    """Set ``out`` True at the ``keep`` largest of ``seg``; repeated arg-max, lower index on ties.
+
+    NaN ranks below every number (it is never preferred to a number, and
+    is kept only when fewer than ``keep`` numbers remain).
+    """
     for _ in range(keep):
         best = -1
         for i in range(seg.size):
-            if not out[i] and (best < 0 or seg[i] > seg[best]):
+            if out[i]:
+                continue
+            if best < 0 or seg[i] > seg[best] or (seg[best] != seg[best] and seg[i] == seg[i]):
                 best = i
+        if best < 0:
+            return
         out[best] = True
+
+
+@njit(cache=True)
+def _without_nan(seg):
+    """``seg``, or a copy with NaN replaced by ``-inf`` when it holds any."""
+    for i in range(seg.size):
+        if seg[i] != seg[i]:
+            clean = seg.copy()
+            for j in range(clean.size):
+                if clean[j] != clean[j]:
+                    clean[j] = -np.inf
+            return clean
+    return seg
 
 
 @njit(cache=True)
@@ -38,6 +59,8 @@ def topk_in_groups(S, group, keep):
 
     ``S`` is ``(R, L)`` with ``L`` a multiple of ``group``; row ``r`` holds the
     groups ``S[r, g:g+group]``. Ties at the threshold go to the lower index.
+    NaN scores rank below every number (the public functions reject them; the
+    kernel only has to stay within its buffers).
 
     Notes
     -----
@@ -60,6 +83,7 @@ def topk_in_groups(S, group, keep):
             if group <= SMALL_GROUP:
                 _select_small(seg, keep, mask[r, g0 : g0 + group])
                 continue
+            seg = _without_nan(seg)
             thr = np.partition(seg, group - keep)[group - keep]
             above = 0
             for i in range(group):
@@ -68,8 +92,8 @@ def topk_in_groups(S, group, keep):
                     above += 1
             need = keep - above
             i = 0
-            while need > 0:
-                if seg[i] == thr:
+            while need > 0 and i < group:
+                if seg[i] == thr and not mask[r, g0 + i]:
                     mask[r, g0 + i] = True
                     need -= 1
                 i += 1
