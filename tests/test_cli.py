@@ -178,13 +178,14 @@ import torch
 from torch import nn
 
 def make():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    with torch.random.fork_rng():  # seeded init that leaves the caller's global generator alone
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 """
 
 
 @pytest.fixture
-def saved_model(tmp_path):
+def saved_model(tmp_path, seed):
     """A tiny MLP saved as a state dict (with its factory module) and as a pickled full model."""
     torch = pytest.importorskip("torch")
     (tmp_path / "tinynet.py").write_text(FACTORY)
@@ -198,7 +199,7 @@ def saved_model(tmp_path):
         sys.modules.pop("tinynet", None)
     torch.save(model.state_dict(), tmp_path / "state.pt")
     torch.save(model, tmp_path / "full.pt")
-    X = np.random.default_rng(1).standard_normal((200, 6)).astype(np.float32)
+    X = np.random.default_rng(seed + 1).standard_normal((200, 6)).astype(np.float32)
     np.save(tmp_path / "calib.npy", X)
     return tmp_path
 
@@ -282,13 +283,15 @@ def test_demo_defaults():
     assert args.out == "demo_out" and args.methods is None and args.sparsities is None and args.progress
 
 
-def test_demo_layer_settings_follow_the_solver_of_each_layer():
+def test_demo_layer_settings_follow_the_solver_of_each_layer(seed):
     pytest.importorskip("torch")
     from layertrim.bindings.torch.examples import demo, mnist
+    from seeding import torch_seed
 
     budget = demo.Budget("test", n_calib=10, max_rows=10,
                          options={"feta": {"polish_iter": 3}, "lasso": {"tol": 1e-3}, "nettrim": {"max_iter": 7}})
-    model = mnist.mlp()  # Linear layers "0", "2" (followed by ReLU) and "4" (the output layer)
+    with torch_seed(seed):  # module init draws from torch's global generator
+        model = mnist.mlp()  # Linear layers "0", "2" (followed by ReLU) and "4" (the output layer)
     # FeTa's layer without ReLU is solved as a lasso by the binding: it gets the lasso options
     assert demo.layer_settings(model, "feta", budget) == {
         "0": {"method": "feta", "polish_iter": 3},

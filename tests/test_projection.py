@@ -1,5 +1,6 @@
 """Projection onto sparsity patterns: brute force on tiny matrices, exact counts, ties, errors."""
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -56,8 +57,9 @@ CASES = [  # (pattern, sparsity, kept units as counted by hand)
 
 @pytest.mark.parametrize("pattern,sparsity,keep", CASES)
 @pytest.mark.parametrize("integer", [False, True])
-def test_matches_brute_force(pattern, sparsity, keep, integer):
-    rng = np.random.default_rng(hash((pattern, integer)) % 2**32)
+def test_matches_brute_force(pattern, sparsity, keep, integer, seed_shift):
+    # a stable seed per case (hash() of a str changes from process to process)
+    rng = np.random.default_rng(zlib.crc32(f"{pattern}-{sparsity}-{integer}".encode()) + seed_shift)
     for _ in range(4):
         # small integers make many exact ties; floats make none
         W = rng.integers(-2, 3, size=(4, 3)).astype(float) if integer else rng.standard_normal((4, 3))
@@ -95,7 +97,8 @@ def test_tie_rule_lower_index_wins():
     np.testing.assert_array_equal(mask[:, 0], [1] * 20 + [0] * 20)
 
 
-@settings(max_examples=60, deadline=None)
+# derandomized: the same examples in every run (a failure is reproducible, not a coin toss)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     N=st.integers(1, 24),
     M=st.integers(1, 24),
@@ -103,8 +106,8 @@ def test_tie_rule_lower_index_wins():
     pattern=st.sampled_from(["unstructured", "per_output", "input_rows", "output_columns"]),
     seed=st.integers(0, 2**16),
 )
-def test_exact_counts_and_optimality(N, M, sparsity, pattern, seed):
-    rng = np.random.default_rng(seed)
+def test_exact_counts_and_optimality(N, M, sparsity, pattern, seed, seed_shift):
+    rng = np.random.default_rng(seed + seed_shift)
     W = rng.integers(-3, 4, size=(N, M)).astype(float)  # ties and zeros on purpose
     Wp, mask = project(W, sparsity=sparsity, pattern=pattern)
     units = {"unstructured": N * M, "per_output": N, "input_rows": N, "output_columns": M}[pattern]
@@ -128,12 +131,12 @@ def test_exact_counts_and_optimality(N, M, sparsity, pattern, seed):
         assert chosen.all() or not chosen.any() or unit[chosen].min() >= unit[~chosen].max()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(groups=st.integers(1, 12), M=st.integers(1, 12), nm=st.sampled_from(["2:4", "4:8", "1:4", "3:16", "8:32"]),
        seed=st.integers(0, 2**16))
-def test_nm_counts(groups, M, nm, seed):
+def test_nm_counts(groups, M, nm, seed, seed_shift):
     n, m = map(int, nm.split(":"))
-    W = np.random.default_rng(seed).standard_normal((groups * m, M)).astype(np.float32)
+    W = np.random.default_rng(seed + seed_shift).standard_normal((groups * m, M)).astype(np.float32)
     Wp, mask = project(W, pattern=nm)
     assert Wp.dtype == np.float32
     blocks = mask.reshape(groups, m, M)

