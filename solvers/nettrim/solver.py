@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..base.errors import ConvergenceWarning, ParameterError
+from ..base.interrupt import interruptible
 from ..base.path import bisect_sparsity
 from ..base.result import Result
 from ..base.validation import check_bool, check_choice, check_scalar, check_sparsity, check_xy, exactly_one
@@ -170,11 +171,12 @@ def _solve_eps(prob: _Problem, eps, warm_start, *, rho, tol, max_iter, alpha, ch
             Q[prob.n] = b_zero
         it, code, rho_end, hist = 0, 0, rho0, np.zeros((0, 4))
     else:
-        it, code, rho_end, hist = admm(
-            prob.X, F, prob.wide, prob.Y, prob.V, prob.omega, eps_abs, prob.mode, prob.n,
-            W, Z, Q, U1, U2, float(rho0), s, alpha, tol, prob.dual_tol(tol, s), max_iter, check_every,
-            max_iter // 2, 1e-4,
-        )
+        with interruptible():
+            it, code, rho_end, hist = admm(
+                prob.X, F, prob.wide, prob.Y, prob.V, prob.omega, eps_abs, prob.mode, prob.n,
+                W, Z, Q, U1, U2, float(rho0), s, alpha, tol, prob.dual_tol(tol, s), max_iter, check_every,
+                max_iter // 2, 1e-4,
+            )
     status = _STATUS[code]
     Wout, b = prob.full_weights(Q)
     viol, hviol = prob.violations(Q, eps_abs)
