@@ -9,7 +9,7 @@ row-based methods of ReLU layers keep the dense weights as they are.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -109,7 +109,7 @@ def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gam
     if spec.sparsity == 0.0:  # keep every weight; only the refit below may change values
         sol = Solution(W=W0, b=b0, refit=not (relu and method.data == "rows"))
     else:
-        sol = method.solve(problem, _with_options(spec, options))
+        sol = method.solve(problem, spec if options is spec.options else replace(spec, options=options))
     W, b, info = sol.W, sol.b, dict(sol.info)
     if spec.refit and sol.refit and np.any(W != 0):
         r2 = _refit(problem, W)
@@ -120,11 +120,4 @@ def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gam
     return GroupSolution(
         W=np.asarray(W), b=None if b is None else np.asarray(b), method=method.name, status=sol.status,
         iterations=int(sol.iterations), time=float(elapsed), err2=err2, norm2=norm2, info=info,
-    )
-
-
-def _with_options(spec: LayerSpec, options: dict) -> LayerSpec:
-    return spec if options is spec.options else LayerSpec(
-        method=spec.method, sparsity=spec.sparsity, eps=spec.eps, lam=spec.lam, pattern=spec.pattern,
-        refit=spec.refit, options=options,
     )
