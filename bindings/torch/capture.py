@@ -37,41 +37,20 @@ from layertrim.solvers import GramStats
 from layertrim.solvers.base.errors import EmptyDataError, NonFiniteError, ParameterError
 from layertrim.solvers.base.validation import check_choice, check_scalar
 
-from .layers import check_supported, n_groups
+from .batches import model_batches, module_device
+from .layers import n_groups
 from .passes import TargetSwap, register_hooks
 from .reservoir import RowReservoir
+from .selection import select_layers
 
 MODES = ("rows", "gram")
 #: modules that pass values through unchanged in eval mode (skipped when looking for a ReLU)
 _TRANSPARENT = (nn.Dropout, nn.Identity)
 
 
-def find_layers(model: nn.Module, layers=None) -> "OrderedDict[str, nn.Module]":
-    """The layers to prune, by qualified name, in registration order.
-
-    ``layers=None`` takes every Linear/Conv1d/Conv2d; otherwise every name
-    must exist and be of a supported type (ParameterError otherwise).
-    """
-    named = dict(model.named_modules())
-    if layers is None:
-        found = OrderedDict((n, m) for n, m in named.items() if n and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)))
-        if not found:
-            raise ParameterError("the model has no Linear, Conv1d or Conv2d layer to prune")
-        return found
-    if isinstance(layers, str):
-        layers = [layers]
-    layers = list(layers)
-    if not layers:
-        raise ParameterError("layers is empty")
-    missing = [n for n in layers if n not in named or n == ""]
-    if missing:
-        candidates = [n for n, m in named.items() if n and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-        raise ParameterError(f"no layer named {missing} in the model; prunable layers are {candidates}")
-    out = OrderedDict()
-    for n in layers:
-        check_supported(n, named[n])
-        out[n] = named[n]
-    return out
+def find_layers(model: nn.Module, layers=None, ignore=None) -> "OrderedDict[str, nn.Module]":
+    """The layers to prune (names, globs, ``re:`` regexes; see :mod:`.selection`), in registration order."""
+    return select_layers(model, layers, ignore)
 
 
 def relu_layers(model: nn.Module) -> set[str]:
@@ -96,25 +75,6 @@ def relu_layers(model: nn.Module) -> set[str]:
     return out
 
 
-def batches(data: Iterable):
-    """Model inputs from a calibration iterable: tensors, arrays or ``(inputs, targets)``."""
-    for item in data:
-        if isinstance(item, (tuple, list)):
-            if not item:
-                raise EmptyDataError("the calibration data yielded an empty tuple")
-            item = item[0]
-        if isinstance(item, dict):
-            raise ParameterError("dict batches are not supported; yield input tensors or (inputs, targets)")
-        yield torch.as_tensor(item)
-
-
-def reusable(data: Iterable):
-    """``data`` itself when it can be iterated again, else its items in a list."""
-    if iter(data) is data:
-        return list(data)
-    return data
-
-
 @dataclass
 class LayerData:
     """Captured regression data of one layer.
@@ -132,13 +92,37 @@ class LayerData:
     rows_seen: int = 0
 
 
-class _Collector:
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A float32/float64 numpy copy (half and bfloat16 inputs are widened to float32)."""
+    t = t.detach().cpu()
+    return (t if t.dtype in (torch.float32, torch.float64) else t.float()).numpy()
+
+
+class Collector:
+    """The rows of one layer: hooks append ``inputs``/``outputs`` of a batch, :meth:`flush` stores them.
+
+    ``keep`` (a flat boolean tensor over the batch's token positions, set per
+    batch) drops the padded rows of every layer whose rows are those positions.
+    """
+
     def __init__(self, name, module, mode, max_rows, seed):
         self.name, self.module, self.mode = name, module, mode
         self.reservoir = RowReservoir(max_rows, seed) if mode == "rows" else None
         self.stats = [GramStats() for _ in range(n_groups(module))] if mode == "gram" else None
         self.inputs, self.outputs = [], []
         self.rows_seen = 0
+        self.keep = None
+
+    def _rows(self, X, Y):
+        if X.shape[1] != Y.shape[1]:
+            raise ParameterError(f"layer {self.name!r}: input and output rows disagree")
+        if self.keep is not None and X.shape[1] == self.keep.numel():
+            X, Y = X[:, self.keep], Y[:, self.keep]
+        X, Y = _as_numpy(X), _as_numpy(Y)
+        for arr, what in ((X, "inputs"), (Y, "outputs")):
+            if not np.isfinite(arr).all():
+                raise NonFiniteError(f"layer {self.name!r}: its {what} contain NaN or infinite values")
+        return X, Y
 
     def flush(self):
         if len(self.inputs) != len(self.outputs):
@@ -147,13 +131,7 @@ class _Collector:
                 f"{len(self.outputs)} in the other on the same batch"
             )
         for X, Y in zip(self.inputs, self.outputs):
-            if X.shape[1] != Y.shape[1]:
-                raise ParameterError(f"layer {self.name!r}: input and output rows disagree")
-            X = X.detach().cpu().numpy()
-            Y = Y.detach().cpu().numpy()
-            for arr, what in ((X, "inputs"), (Y, "outputs")):
-                if not np.isfinite(arr).all():
-                    raise NonFiniteError(f"layer {self.name!r}: its {what} contain NaN or infinite values")
+            X, Y = self._rows(X, Y)
             self.rows_seen += X.shape[1]
             if self.reservoir is not None:
                 self.reservoir.add(X, Y)
@@ -165,12 +143,6 @@ class _Collector:
     def result(self, relu: bool) -> LayerData:
         groups = self.reservoir.groups() if self.reservoir is not None else self.stats
         return LayerData(self.name, self.mode, groups, relu, self.rows_seen)
-
-
-def _module_device(model: nn.Module):
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def capture(
@@ -235,7 +207,7 @@ def capture(
     detected = relu_layers(dense)
     relu = dict(relu or {})
     collectors = OrderedDict(
-        (n, _Collector(n, mod, modes[n], max_rows, seed + i)) for i, (n, mod) in enumerate(chosen.items())
+        (n, Collector(n, mod, modes[n], max_rows, seed + i)) for i, (n, mod) in enumerate(chosen.items())
     )
     swap = TargetSwap(target_values)
     models = [model] if dense is model else [model, dense]
@@ -245,15 +217,15 @@ def capture(
         register_hooks(chosen, collectors, dense, model, swap, handles)
         for mdl in models:
             mdl.eval()
-        device = _module_device(model)
         n_batches = 0
         with torch.no_grad():
-            for x in batches(data):
+            for batch in model_batches(model, data, module_device(model)):
                 n_batches += 1
-                x = x.to(device)
+                for col in collectors.values():
+                    col.keep = batch.keep()
                 if dense is not model:
-                    dense(x)
-                swap.run(model, x)
+                    batch(dense)
+                swap.run(model, batch)
                 for col in collectors.values():
                     col.flush()
         if n_batches == 0:

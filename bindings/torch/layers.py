@@ -1,18 +1,28 @@
-"""Layers as regression problems: im2col views of ``nn.Linear``, ``nn.Conv1d`` and
-``nn.Conv2d`` in the samples-as-rows convention of the core.
+"""Layers as regression problems, one adapter per layer kind.
 
 A layer with ``g`` groups is ``g`` independent problems. For group ``j``
 
 ``Y_j = X_j W_j + 1 b_j^T``,  ``X_j (P, K)``, ``W_j (K, M_g)``, ``Y_j (P, M_g)``,
 
-where a row is one (sample, output position) pair. For a Linear layer ``g = 1``,
-``K = in_features``, and every leading batch dimension becomes rows. For a
-convolution, ``K = (C_in / g) * prod(kernel_size)`` (channel-major, then kernel
-offsets: the order of ``weight.reshape(C_out, -1)``), and the input is padded
-exactly as the layer pads it (``F.pad`` with the layer's padding mode) and then
-unfolded with the layer's stride and dilation.
+where a row is one (sample, output position) pair. A :class:`LayerKind` says
+how a module of its kind turns its input into rows ``X_j`` (``unfold``), its
+output into rows ``Y_j`` (``rows``), and which tensor holds ``W``:
+
+- ``nn.Linear``: ``g = 1``, ``K = in_features``, every leading dimension
+  (batch, tokens) becomes rows;
+- transformers' ``Conv1D`` (GPT-2): a Linear whose weight is stored as
+  ``(in, out)``, i.e. already ``W``;
+- ``nn.Conv1d``/``nn.Conv2d``: ``K = (C_in / g) * prod(kernel_size)``
+  (channel-major, then kernel offsets: the order of ``weight.reshape(C_out,
+  -1)``); the input is padded exactly as the layer pads it and unfolded with
+  its stride and dilation.
+
+:func:`register_kind` adds a kind (first match wins, newest first).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,43 +30,57 @@ from torch import nn
 
 from layertrim.solvers.base.errors import ParameterError
 
-#: layer types the binding can turn into regression problems
-SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+@dataclass(frozen=True)
+class LayerKind:
+    """How one kind of layer is a regression problem.
+
+    ``groups(m)`` is ``g``; ``unfold(m, x)`` gives ``(g, P, K)`` and
+    ``rows(m, y)`` ``(g, P, M_g)`` (new tensors); ``to_matrices(m, w)`` maps
+    the weight tensor to ``(g, K, M_g)`` and ``from_matrices(m, W)`` back.
+    """
+
+    name: str
+    matches: Callable
+    groups: Callable
+    unfold: Callable
+    rows: Callable
+    to_matrices: Callable
+    from_matrices: Callable
 
 
-def check_supported(name: str, module: nn.Module) -> None:
-    """Raise ParameterError naming the layer when it is not Linear/Conv1d/Conv2d."""
-    if not isinstance(module, SUPPORTED):
-        raise ParameterError(
-            f"layer {name!r} is a {type(module).__name__}; supported layer types are "
-            f"{', '.join(t.__name__ for t in SUPPORTED)}"
-        )
+def _linear_unfold(m, x):
+    return x.reshape(-1, x.shape[-1]).unsqueeze(0).clone()
 
 
-def n_groups(module: nn.Module) -> int:
-    """Number of independent problems (the conv ``groups``, 1 for Linear)."""
-    return 1 if isinstance(module, nn.Linear) else module.groups
+def _linear_rows(m, y):
+    return y.reshape(-1, y.shape[-1]).unsqueeze(0).clone()
 
 
-def _as_2d_conv(module: nn.Module, x: torch.Tensor):
+def _is_hf_conv1d(m) -> bool:
+    """transformers.pytorch_utils.Conv1D, recognised without importing transformers."""
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and getattr(m, "weight", None) is not None
+
+
+def _conv_geometry(module: nn.Module, x: torch.Tensor):
     """Input and geometry of a Conv1d/Conv2d as a 2-D problem (Conv1d gets height 1)."""
     if isinstance(module, nn.Conv1d):
         return x.unsqueeze(-2), (1, module.kernel_size[0]), (1, module.stride[0]), (1, module.dilation[0])
     return x, module.kernel_size, module.stride, module.dilation
 
 
-def unfold_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Layer input ``x`` as rows per group, shape ``(g, P, K)`` (a new tensor)."""
-    if isinstance(module, nn.Linear):
-        return x.reshape(-1, module.in_features).unsqueeze(0).clone()
-    unbatched = x.dim() == (2 if isinstance(module, nn.Conv1d) else 3)
-    if unbatched:
+def _unbatched(module, t) -> bool:
+    return t.dim() == (2 if isinstance(module, nn.Conv1d) else 3)
+
+
+def _conv_unfold(module, x):
+    if _unbatched(module, x):
         x = x.unsqueeze(0)
     pad = module._reversed_padding_repeated_twice
     if any(pad):
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
         x = F.pad(x, pad, mode=mode)
-    x2, kernel, stride, dilation = _as_2d_conv(module, x)
+    x2, kernel, stride, dilation = _conv_geometry(module, x)
     cols = F.unfold(x2, kernel, dilation=dilation, stride=stride)  # (B, C_in * k, L)
     g = module.groups
     B, _, L = cols.shape
@@ -64,12 +88,8 @@ def unfold_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return cols.reshape(g, B * L, -1)
 
 
-def output_rows(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """Layer output ``y`` as rows per group, shape ``(g, P, M_g)`` (a new tensor)."""
-    if isinstance(module, nn.Linear):
-        return y.reshape(-1, module.out_features).unsqueeze(0).clone()
-    unbatched = y.dim() == (2 if isinstance(module, nn.Conv1d) else 3)
-    if unbatched:
+def _conv_rows(module, y):
+    if _unbatched(module, y):
         y = y.unsqueeze(0)
     g = module.groups
     B, C = y.shape[:2]
@@ -77,22 +97,78 @@ def output_rows(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return y.reshape(g, -1, C // g).clone()
 
 
+def _out_first_to_matrices(m, w):
+    g = 1 if isinstance(m, nn.Linear) else m.groups
+    return w.reshape(g, w.shape[0] // g, -1).transpose(1, 2).contiguous()
+
+
+def _out_first_from_matrices(m, W):
+    return W.transpose(1, 2).reshape(m.weight.shape).contiguous()
+
+
+KINDS: list = [
+    LayerKind("Linear", lambda m: isinstance(m, nn.Linear), lambda m: 1, _linear_unfold, _linear_rows,
+              _out_first_to_matrices, _out_first_from_matrices),
+    LayerKind("Conv1D", _is_hf_conv1d, lambda m: 1, _linear_unfold, _linear_rows,
+              lambda m, w: w.unsqueeze(0).contiguous(), lambda m, W: W[0].contiguous()),
+    LayerKind("Conv", lambda m: isinstance(m, (nn.Conv1d, nn.Conv2d)), lambda m: m.groups, _conv_unfold,
+              _conv_rows, _out_first_to_matrices, _out_first_from_matrices),
+]
+
+
+def register_kind(kind: LayerKind) -> None:
+    """Make a new layer kind prunable (checked before the built-in kinds)."""
+    KINDS.insert(0, kind)
+
+
+def kind_of(module: nn.Module):
+    """The :class:`LayerKind` of ``module``, or None when it is not prunable."""
+    return next((k for k in KINDS if k.matches(module)), None)
+
+
+def check_supported(name: str, module: nn.Module) -> LayerKind:
+    """The layer's kind; ParameterError naming the layer when no kind matches."""
+    kind = kind_of(module)
+    if kind is None:
+        raise ParameterError(
+            f"layer {name!r} is a {type(module).__name__}; prunable layer kinds are "
+            f"{', '.join(k.name for k in KINDS)}"
+        )
+    return kind
+
+
+def n_groups(module: nn.Module) -> int:
+    """Number of independent problems (the conv ``groups``, 1 for Linear)."""
+    return check_supported("", module).groups(module)
+
+
+def unfold_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Layer input ``x`` as rows per group, shape ``(g, P, K)`` (a new tensor)."""
+    return check_supported("", module).unfold(module, x)
+
+
+def output_rows(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """Layer output ``y`` as rows per group, shape ``(g, P, M_g)`` (a new tensor)."""
+    return check_supported("", module).rows(module, y)
+
+
 def weight_matrices(module: nn.Module) -> torch.Tensor:
     """The layer's (effective) weight as ``(g, K, M_g)``: ``Y_j = X_j W_j + b_j``."""
-    w = module.weight.detach()
-    g = n_groups(module)
-    return w.reshape(g, w.shape[0] // g, -1).transpose(1, 2).contiguous()
+    return check_supported("", module).to_matrices(module, module.weight.detach())
 
 
 def bias_vectors(module: nn.Module):
     """The bias as ``(g, M_g)``, or None for a layer without bias."""
     if module.bias is None:
         return None
-    g = n_groups(module)
-    return module.bias.detach().reshape(g, -1).clone()
+    return module.bias.detach().reshape(n_groups(module), -1).clone()
 
 
 def weight_from_matrices(module: nn.Module, W: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`weight_matrices`: ``(g, K, M_g)`` back to ``module.weight``'s shape."""
-    shape = module.weight.shape
-    return W.transpose(1, 2).reshape(shape).contiguous()
+    return check_supported("", module).from_matrices(module, W)
+
+
+def input_features(module: nn.Module) -> int:
+    """``K``: the length of one row of the layer's input per group."""
+    return int(weight_matrices(module).shape[1])

@@ -25,18 +25,19 @@ class TargetSwap:
         for (t, _), v in zip(self.pairs, values):
             t.copy_(v)
 
-    def run(self, model, x) -> None:
+    def run(self, model, batch) -> None:
+        """``batch(model)`` for targets (swapped values) and for inputs (values as they are)."""
         if not self.pairs:
-            model(x)
+            batch(model)
             return
         self.phase = "targets"
         self._load([v for _, v in self.pairs])
         try:
-            model(x)
+            batch(model)
         finally:
             self._load(self.current)
         self.phase = "inputs"
-        model(x)
+        batch(model)
 
 
 def register_hooks(chosen, collectors, dense, model, swap, handles: list) -> None:

@@ -9,10 +9,10 @@ from torch.nn.utils import parametrize
 
 from layertrim.solvers.base.errors import EmptyDataError, ParameterError, ShapeError
 
-from .capture import _module_device, batches
+from .batches import model_batches, module_device
 
-#: weight dtypes the solvers take as they are (others would be silently rounded)
-SOLVABLE = (torch.float32, torch.float64)
+#: weight dtypes prune handles (half precisions are solved in float32 and rounded back)
+SOLVABLE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_model(model: nn.Module) -> None:
@@ -36,26 +36,23 @@ def check_layers(layers: dict) -> None:
         if weight.dtype not in SOLVABLE:
             raise ParameterError(
                 f"layer {name!r}: weights of dtype {str(weight.dtype).replace('torch.', '')} are not solved "
-                "in place; prune a float32 copy (model.float()) and cast the result back"
+                "solved; prune a float32 copy (model.float()) and cast the result back"
             )
 
 
 def check_forward(model: nn.Module, data) -> None:
     """One forward pass on the first calibration batch, under ``no_grad`` and in eval mode."""
-    first = next(iter(batches(data)), None)
+    first = next(iter(model_batches(model, data, module_device(model))), None)
     if first is None:
         raise EmptyDataError("the calibration data is empty")
     flags = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with torch.no_grad():
-            model(first.to(_module_device(model)))
+            first(model)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         message = " ".join(str(exc).split())[:300]
-        raise ShapeError(
-            f"the model rejects a calibration batch of shape {tuple(first.shape)} and dtype "
-            f"{str(first.dtype).replace('torch.', '')}: {message}"
-        ) from None
+        raise ShapeError(f"the model rejects a calibration batch of {first.describe()}: {message}") from None
     finally:
         for m, flag in flags:
             m.training = flag

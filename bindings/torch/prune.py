@@ -30,7 +30,8 @@ from torch.nn.utils import prune as torch_prune
 from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from ..methods import STATUS_ORDER, get_method, solve_group
-from .capture import capture, find_layers, reusable
+from .batches import model_batches, module_device, reusable
+from .capture import _as_numpy, capture, find_layers
 from .layers import bias_vectors, weight_from_matrices, weight_matrices
 from .report import LayerReport, PruneReport
 from .preflight import check_forward, check_layers, check_model
@@ -42,8 +43,6 @@ SCHEMES = ("cascade", "parallel")
 
 def execution_order(model: nn.Module, data, names) -> list:
     """``names`` sorted by the first call of each layer on the first batch."""
-    from .capture import batches, _module_device
-
     modules = dict(model.named_modules())
     order = []
     handles = [
@@ -54,8 +53,8 @@ def execution_order(model: nn.Module, data, names) -> list:
     try:
         model.eval()
         with torch.no_grad():
-            for x in batches(data):
-                model(x.to(_module_device(model)))
+            for batch in model_batches(model, data, module_device(model)):
+                batch(model)
                 break
     finally:
         for h in handles:
@@ -67,9 +66,9 @@ def execution_order(model: nn.Module, data, names) -> list:
 
 def _solve_layer(name, module, spec, data, *, cascade, gamma):
     """Solve every group of one layer; returns (weight tensor, bias tensor or None, LayerReport)."""
-    W0 = weight_matrices(module).cpu().numpy()
+    W0 = _as_numpy(weight_matrices(module))
     b0 = bias_vectors(module)
-    b0 = None if b0 is None else b0.cpu().numpy()
+    b0 = None if b0 is None else _as_numpy(b0)
     sols = [
         solve_group(spec, g_data, W0[j], None if b0 is None else b0[j], relu=data.relu, cascade=cascade, gamma=gamma)
         for j, g_data in enumerate(data.groups)

@@ -1,0 +1,119 @@
+"""Calibration batches as users have them, turned into model calls.
+
+An item of the calibration iterable is
+
+- a tensor or array: ``model(x)``;
+- a tuple or list ``(inputs, targets, ...)`` (a DataLoader over a
+  TensorDataset): only ``inputs`` is used; ``inputs`` may itself be a tuple
+  of positional arguments (``model(*inputs)``) or a dict;
+- a mapping (dict, transformers' ``BatchEncoding``): ``model(**batch)``,
+  without ``labels`` and without keys the model's ``forward`` does not take.
+
+An ``attention_mask`` of shape ``(B, T)`` marks the real tokens: every layer
+whose rows are the ``B x T`` token positions keeps only the rows where the
+mask is nonzero, so padding never enters a statistic. Models whose
+``forward`` takes ``use_cache`` are called with ``use_cache=False`` (a
+key/value cache would grow with every calibration pass).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from layertrim.solvers.base.errors import EmptyDataError
+
+#: mapping keys that are training targets, never model inputs
+TARGET_KEYS = ("labels", "label")
+
+
+@dataclass
+class Batch:
+    """One model call: positional ``args``, keyword ``kwargs``, and the token ``mask`` (or None)."""
+
+    args: tuple
+    kwargs: dict
+    mask: torch.Tensor | None = None
+
+    def to(self, device) -> "Batch":
+        move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        return Batch(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()},
+                     None if self.mask is None else self.mask.to(device))
+
+    def __call__(self, model: nn.Module):
+        return model(*self.args, **self.kwargs)
+
+    def keep(self) -> torch.Tensor | None:
+        """Flat boolean mask of the real token positions (``B * T``), or None."""
+        return None if self.mask is None else self.mask.reshape(-1).cpu() != 0
+
+    def describe(self) -> str:
+        """Shapes and dtypes of the tensors, for error messages."""
+        def one(v):
+            return f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor) else \
+                type(v).__name__
+        parts = [one(a) for a in self.args] + [f"{k}={one(v)}" for k, v in self.kwargs.items()]
+        return ", ".join(parts)
+
+
+def _forward_parameters(model: nn.Module):
+    """Names ``forward`` accepts, or None when it takes ``**kwargs``."""
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None, "use_cache" in params
+    return set(params), "use_cache" in params
+
+
+def _tensor(v):
+    return torch.as_tensor(v) if not isinstance(v, torch.Tensor) and hasattr(v, "__array__") else v
+
+
+def _from_mapping(item: Mapping, accepted) -> Batch:
+    kwargs = {k: _tensor(v) for k, v in item.items() if k not in TARGET_KEYS and (accepted is None or k in accepted)}
+    if not kwargs:
+        raise EmptyDataError(f"a calibration batch has no model input among its keys {sorted(item)}")
+    mask = kwargs.get("attention_mask")
+    if not (isinstance(mask, torch.Tensor) and mask.dim() == 2):
+        mask = None
+    return Batch((), kwargs, mask)
+
+
+def to_batch(item, accepted=None) -> Batch:
+    """One calibration item as a :class:`Batch` (rules in the module docstring)."""
+    if isinstance(item, (tuple, list)):
+        if not item:
+            raise EmptyDataError("the calibration data yielded an empty tuple")
+        item = item[0]
+        if isinstance(item, (tuple, list)):
+            return Batch(tuple(_tensor(v) for v in item), {})
+    if isinstance(item, Mapping):
+        return _from_mapping(item, accepted)
+    return Batch((torch.as_tensor(item),), {})
+
+
+def model_batches(model: nn.Module, data: Iterable, device=None):
+    """The calibration items as :class:`Batch` es ready for ``model`` (on ``device``)."""
+    accepted, caches = _forward_parameters(model)
+    for item in data:
+        batch = to_batch(item, accepted)
+        if caches and "use_cache" not in batch.kwargs:
+            batch.kwargs["use_cache"] = False
+        yield batch if device is None else batch.to(device)
+
+
+def module_device(model: nn.Module):
+    """Device of the model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def reusable(data: Iterable):
+    """``data`` itself when it can be iterated again, else its items in a list."""
+    if iter(data) is data:
+        return list(data)
+    return data
