@@ -17,6 +17,7 @@ from layertrim.bindings.torch import fine_tune, make_permanent, prune, sparsity 
 from layertrim.solvers import EmptyDataError, NonFiniteError, ParameterError  # noqa: E402
 
 prune_module = importlib.import_module("layertrim.bindings.torch.prune")
+layer_solve = importlib.import_module("layertrim.bindings.torch.layer_solve")
 methods = importlib.import_module("layertrim.bindings.methods")
 
 METHODS = ["magnitude", "iht", "lasso", "group_lasso", "nettrim", "feta"]
@@ -197,7 +198,7 @@ def test_failure_leaves_the_model_exactly_as_before(data, monkeypatch):
             raise KeyboardInterrupt
         return real_solve(spec, *args, **kw)
 
-    monkeypatch.setattr(prune_module, "solve_group", interrupted)
+    monkeypatch.setattr(layer_solve, "solve_group", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prune(model, calib, method={"1": "magnitude", "3": "lasso"}, sparsity=0.5, progress=False)
 

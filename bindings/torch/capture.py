@@ -37,6 +37,7 @@ from layertrim.solvers import GramStats
 from layertrim.solvers.base.errors import EmptyDataError, NonFiniteError, ParameterError
 from layertrim.solvers.base.validation import check_choice, check_scalar
 
+from .attention import explicit_attention
 from .batches import model_batches, module_device
 from .layers import n_groups
 from .passes import TargetSwap, register_hooks
@@ -218,7 +219,7 @@ def capture(
         for mdl in models:
             mdl.eval()
         n_batches = 0
-        with torch.no_grad():
+        with torch.no_grad(), explicit_attention():
             for batch in model_batches(model, data, module_device(model)):
                 n_batches += 1
                 for col in collectors.values():

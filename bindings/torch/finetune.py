@@ -100,10 +100,17 @@ def _epoch(model, loader, loss_fn, opt, held, device, progress) -> None:
                 f"fine_tune needs (inputs, targets) batches; got a {type(batch).__name__}"
                 + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
             )
-        inputs, targets = batch
         n += 1
         opt.zero_grad()
-        loss_fn(model(inputs.to(device)), targets.to(device)).backward()
+        try:
+            inputs, targets = (torch.as_tensor(t).to(device) for t in batch)  # numpy batches too
+            loss = loss_fn(model(inputs), targets)
+        except (RuntimeError, TypeError, ValueError) as exc:  # wrong width, dtype or kind of target
+            kinds = ", ".join(f"{type(t).__name__} {tuple(getattr(t, 'shape', ()))} {getattr(t, 'dtype', '')}"
+                              for t in batch)
+            raise ParameterError(f"fine_tune: batch {n} of the loader ({kinds}) is rejected by the model or "
+                                 f"loss_fn: {exc}") from exc
+        loss.backward()
         opt.step()
         with torch.no_grad():
             for w, keep in held:

@@ -6,10 +6,13 @@ values for a separate target pass (:class:`TargetSwap`).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from layertrim.solvers.base.errors import ParameterError, ShapeError
 
+from .attention import layer_hook
 from .layers import output_rows, unfold_input
 
 
@@ -25,24 +28,31 @@ class TargetSwap:
         for (t, _), v in zip(self.pairs, values):
             t.copy_(v)
 
+    @contextmanager
+    def targets(self):
+        """The tensors hold their target values inside the block, their current values after it."""
+        self.phase = "targets"
+        self._load([v for _, v in self.pairs])
+        try:
+            yield
+        finally:
+            self._load(self.current)
+            self.phase = "inputs"
+
     def run(self, model, batch) -> None:
         """``batch(model)`` for targets (swapped values) and for inputs (values as they are)."""
         if not self.pairs:
             batch(model)
             return
-        self.phase = "targets"
-        self._load([v for _, v in self.pairs])
-        try:
+        with self.targets():
             batch(model)
-        finally:
-            self._load(self.current)
-        self.phase = "inputs"
         batch(model)
 
 
 def register_hooks(chosen, collectors, dense, model, swap, handles: list) -> None:
     """Forward hooks (appended to ``handles``) feeding each collector its layer's inputs and outputs."""
     dense_modules = dict(dense.named_modules())
+    model_modules = dict(model.named_modules())
     for n, mod in chosen.items():
         col = collectors[n]
         if dense is not model:
@@ -54,16 +64,16 @@ def register_hooks(chosen, collectors, dense, model, swap, handles: list) -> Non
                                  f"{tuple(getattr(other, 'weight', torch.empty(0)).shape)}, the model "
                                  f"{tuple(mod.weight.shape)}")
 
-        def grab_in(module, args, output, col=col):
+        def grab_in(module, x, y, col=col):
             if swap.phase != "targets":
-                col.inputs.append(unfold_input(module, args[0]))
+                col.inputs.append(unfold_input(module, x))
             if dense is model and swap.phase != "inputs":
-                col.outputs.append(output_rows(module, output))
+                col.outputs.append(output_rows(module, y))
 
-        handles.append(mod.register_forward_hook(grab_in))
+        handles.append(layer_hook(model_modules, n, grab_in))
         if dense is not model:
 
-            def grab_out(module, args, output, col=col):
-                col.outputs.append(output_rows(module, output))
+            def grab_out(module, x, y, col=col):
+                col.outputs.append(output_rows(module, y))
 
-            handles.append(dense_modules[n].register_forward_hook(grab_out))
+            handles.append(layer_hook(dense_modules, n, grab_out))

@@ -22,90 +22,23 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
-import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from layertrim.solvers.base.validation import check_choice, check_scalar
 
-from ..methods import STATUS_ORDER, get_method, solve_group
-from .batches import model_batches, module_device, reusable
-from .capture import _as_numpy, capture, find_layers
-from .layers import bias_vectors, weight_from_matrices, weight_matrices
-from .report import LayerReport, PruneReport
+from ..methods import get_method
+from .attention import explicit_attention
+from .batches import reusable
+from .capture import capture, find_layers
+from .cascade import solve_cascade
+from .layer_solve import set_values, solve_layer
+from .report import PruneReport
 from .preflight import check_forward, check_layers, check_model
-from .settings import check_keys, layer_specs, tied_layers
+from .settings import check_keys, layer_specs, pattern_misfits, tied_layers
 from .snapshot import ModelSnapshot
 
 SCHEMES = ("cascade", "parallel")
-
-
-def execution_order(model: nn.Module, data, names) -> list:
-    """``names`` sorted by the first call of each layer on the first batch."""
-    modules = dict(model.named_modules())
-    order = []
-    handles = [
-        modules[n].register_forward_hook(lambda mod, a, o, n=n: order.append(n) if n not in order else None)
-        for n in names
-    ]
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            for batch in model_batches(model, data, module_device(model)):
-                batch(model)
-                break
-    finally:
-        for h in handles:
-            h.remove()
-        for m, f in flags:
-            m.training = f
-    return order + [n for n in names if n not in order]
-
-
-def _solve_layer(name, module, spec, data, *, cascade, gamma):
-    """Solve every group of one layer; returns (weight tensor, bias tensor or None, LayerReport)."""
-    W0 = _as_numpy(weight_matrices(module))
-    b0 = bias_vectors(module)
-    b0 = None if b0 is None else _as_numpy(b0)
-    sols = [
-        solve_group(spec, g_data, W0[j], None if b0 is None else b0[j], relu=data.relu, cascade=cascade, gamma=gamma)
-        for j, g_data in enumerate(data.groups)
-    ]
-    dtype = module.weight.dtype
-    W = weight_from_matrices(module, torch.as_tensor(np.stack([s.W for s in sols])).to(dtype))
-    b = None if b0 is None else torch.as_tensor(np.concatenate([s.b for s in sols])).to(dtype)
-    err2, norm2 = sum(s.err2 for s in sols), sum(s.norm2 for s in sols)
-    info = dict(sols[0].info) if len(sols) == 1 else {"groups": [s.info for s in sols]}
-    info["rows_seen"] = data.rows_seen
-    report = LayerReport(
-        name=name,
-        method=sols[0].method,
-        shape=tuple(module.weight.shape),
-        zeros=int((W == 0).sum()),
-        total=W.numel(),
-        rel_error=float(np.sqrt(err2 / norm2)) if norm2 > 0 else float(np.sqrt(err2)),
-        error_kind="relu" if (data.relu and data.mode == "rows") else "linear",
-        status=max((s.status for s in sols), key=STATUS_ORDER.index),
-        iterations=sum(s.iterations for s in sols),
-        time=sum(s.time for s in sols),
-        info=info,
-    )
-    return W, b, report
-
-
-def _param(module, name):
-    """The tensor that holds ``name``'s values (``name_orig`` under a pruning reparametrization)."""
-    orig = getattr(module, name + "_orig", None)
-    return orig if isinstance(orig, torch.Tensor) else getattr(module, name)
-
-
-def _set_values(module, W, b):
-    with torch.no_grad():
-        _param(module, "weight").copy_(W.to(module.weight.device))
-        if b is not None:
-            _param(module, "bias").copy_(b.to(module.bias.device))
 
 
 def _write_layer(module, W, b):
@@ -117,7 +50,7 @@ def _write_layer(module, W, b):
     """
     if hasattr(module, "weight_mask"):
         torch_prune.remove(module, "weight")
-    _set_values(module, W, b)
+    set_values(module, W, b)
     torch_prune.custom_from_mask(module, "weight", (W != 0).to(module.weight.device))
 
 
@@ -139,6 +72,9 @@ def prune(
     relu=None,
     gamma: float = 1.1,
     seed: int = 0,
+    ignore=None,
+    strict: bool = False,
+    blocks: bool = True,
     **solver_options,
 ) -> PruneReport:
     """Prune ``model``'s Linear/Conv layers in place; return a :class:`PruneReport`.
@@ -167,9 +103,12 @@ def prune(
         ``"2:4"``, ``"input_rows"``, ``"output_columns"``).
     scheme : {"cascade", "parallel"}
         Inputs from the already-pruned network, or all from the dense one.
-    layers : list of str, optional
-        Qualified names (default: every Linear/Conv1d/Conv2d, or the keys of
-        a ``method`` dict).
+    layers : str or list of str, optional
+        Exact names, globs (``"model.layers.*.mlp.*"``) or ``"re:"`` regexes
+        (:mod:`.selection`); default every prunable layer but a language
+        model's ``lm_head``, or the keys of a ``method`` dict.
+    ignore : str or list of str, optional
+        Selectors of layers to leave out.
     max_rows : int
         Row sample per layer for the row-based methods (Net-Trim, FeTa).
     refit : bool
@@ -186,6 +125,14 @@ def prune(
         Net-Trim cascade slack (see :mod:`layertrim.bindings.methods.nettrim`).
     seed : int
         Seed of the row sampling.
+    strict : bool
+        A layer that cannot hold the pattern (N:M on an input count that is
+        not a multiple of M) is an error; by default it is left dense and
+        listed in ``PruneReport.skipped``.
+    blocks : bool
+        Run the cascade block by block from cached block inputs
+        (:mod:`.cascade`); ``False`` captures every layer over the whole
+        network (same result, cost quadratic in depth).
     **solver_options
         Passed to every solver call (``tol``, ``max_iter``, ...).
 
@@ -209,38 +156,47 @@ def prune(
     if isinstance(method, dict) and layers is None:
         layers = list(method)
     check_model(model)
-    found = find_layers(model, layers)
+    found = find_layers(model, layers, ignore)
     check_layers(found)
     skipped = tied_layers(model, found)
-    names = [n for n in found if n not in skipped]
     for value, what in ((method, "method"), (sparsity, "sparsity"), (eps, "eps"), (lam, "lam"), (relu, "relu")):
         check_keys(value, list(found), what)
     if isinstance(method, str):
         get_method(method)
     specs = layer_specs(
-        names, method=method, sparsity=sparsity, eps=eps, lam=lam, pattern=pattern, refit=refit,
-        solver_options=solver_options,
+        [n for n in found if n not in skipped], method=method, sparsity=sparsity, eps=eps, lam=lam,
+        pattern=pattern, refit=refit, solver_options=solver_options,
     )
-    data = reusable(data)
-    check_forward(model, data)
-    run = _Run(found=found, specs=specs, data=data, max_rows=max_rows, seed=seed, relu=relu, gamma=gamma)
+    skipped.update(pattern_misfits(found, specs, strict))
+    names = [n for n in found if n not in skipped]
+    specs = OrderedDict((n, specs[n]) for n in names)
+    run = _Run(found=found, specs=specs, data=reusable(data), max_rows=max_rows, seed=seed, relu=relu, gamma=gamma)
+    with explicit_attention():
+        check_forward(model, run.data)
+        solved, engine = _solve_all(model, run, names, scheme=scheme, progress=progress, executor=executor,
+                                    blocks=blocks)
+    return PruneReport(layers=[solved[n][2] for n in names], scheme=scheme, time=time.perf_counter() - start,
+                       skipped=skipped, engine=engine)
+
+
+def _solve_all(model, run, names, *, scheme, progress, executor, blocks) -> tuple:
+    """Solve and write every layer; on any exception the model is restored first."""
     snapshot = ModelSnapshot(model)
     try:
         from tqdm.auto import tqdm
 
         with tqdm(total=len(names), desc="prune", disable=not progress, leave=False) as bar:
             if scheme == "cascade":
-                solved = _solve_cascade(model, run, execution_order(model, data, names), snapshot, bar)
+                solved, engine = solve_cascade(model, run, names, snapshot, bar, blocks=blocks)
             else:
-                solved = _solve_parallel(model, run, names, executor, bar)
+                solved, engine = _solve_parallel(model, run, names, executor, bar), {"network_passes": 1}
         for name in names:
             W, b, _ = solved[name]
-            _write_layer(found[name], W, b)
+            _write_layer(run.found[name], W, b)
     except BaseException:
         snapshot.restore()
         raise
-    return PruneReport(layers=[solved[n][2] for n in names], scheme=scheme, time=time.perf_counter() - start,
-                       skipped=skipped)
+    return solved, engine
 
 
 @dataclass(frozen=True)
@@ -259,36 +215,13 @@ class _Run:
         return {n: s.mode for n, s in self.specs.items()}
 
 
-def _solve_cascade(model, run: _Run, order, snapshot, bar) -> OrderedDict:
-    """Layers in execution order; ``X_l`` from the model holding the solved layers ``< l``.
-
-    The solved values are written into the model as they come; the target
-    pass of each capture runs the same model with those layers back at their
-    dense values (recorded by ``snapshot``), so no copy of the model is made.
-    """
-    solved = OrderedDict()
-    dense_values = []
-    for name in order:
-        bar.set_postfix_str(name)
-        ld = capture(model, run.data, layers=[name], mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
-                     target_values=dense_values, relu=run.relu)[name]
-        module = run.found[name]
-        solved[name] = _solve_layer(name, module, run.specs[name], ld, cascade=True, gamma=run.gamma)
-        tensors = [_param(module, "weight")] + ([_param(module, "bias")] if module.bias is not None else [])
-        dense_values += [(t, snapshot.recorded(t)) for t in tensors]
-        W, b, _ = solved[name]
-        _set_values(module, W, b)
-        bar.update()
-    return solved
-
-
 def _solve_parallel(model, run: _Run, names, executor, bar) -> OrderedDict:
     """One capture of every layer from the dense model; layers solved in turn or on ``executor``."""
     captured = capture(model, run.data, layers=names, mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
                        relu=run.relu)
 
     def solve(n):
-        return _solve_layer(n, run.found[n], run.specs[n], captured[n], cascade=False, gamma=run.gamma)
+        return solve_layer(n, run.found[n], run.specs[n], captured[n], cascade=False, gamma=run.gamma)
 
     solved = OrderedDict()
     futures = None if executor is None else {n: executor.submit(solve, n) for n in names}

@@ -40,13 +40,17 @@ class PruneReport:
     """Per-layer :class:`LayerReport` s plus the run's settings and totals.
 
     ``skipped`` maps layers left unchanged to the reason (e.g. a weight tied
-    to another module).
+    to another module). ``engine`` holds the cost facts of the run:
+    ``chain_blocks`` (blocks run from cached inputs), ``network_passes``
+    (captures over the whole network) and ``cache_bytes`` (peak bytes of
+    cached block inputs), see :mod:`.cascade`.
     """
 
     layers: list
     scheme: str
     time: float
     skipped: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)
 
     @property
     def zeros(self) -> int:
@@ -84,6 +88,7 @@ class PruneReport:
             "sparsity": self.sparsity,
             "layers": layers,
             "skipped": dict(self.skipped),
+            "engine": dict(self.engine),
         }
 
     def to_json(self, **kwargs) -> str:

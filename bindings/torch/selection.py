@@ -63,9 +63,10 @@ def default_ignored(model: nn.Module) -> list:
 def select_layers(model: nn.Module, layers=None, ignore=None) -> "OrderedDict[str, nn.Module]":
     """The layers to prune, by qualified name, in registration order.
 
-    Every selector in ``layers`` must match at least one module, an exact
-    name must be of a prunable kind, and the selection minus ``ignore`` must
-    not be empty; each is a ParameterError listing the prunable layers.
+    Every selector in ``layers`` and ``ignore`` must match at least one
+    prunable layer, an exact name in ``layers`` must be of a prunable kind, and
+    the selection minus ``ignore`` must not be empty; each is a ParameterError
+    listing the prunable layers.
     """
     named = OrderedDict((n, m) for n, m in model.named_modules() if n)
     prunable = prunable_layers(model)
@@ -89,6 +90,9 @@ def select_layers(model: nn.Module, layers=None, ignore=None) -> "OrderedDict[st
         chosen.update((n, prunable[n]) for n in hits)
     for selector in _as_list(ignore, "ignore"):
         match = _matcher(selector)
+        if not any(match(n) for n in prunable):  # a misspelled name would silently prune the layer it meant
+            raise ParameterError(f"ignore selector {selector!r} matches no prunable layer; prunable layers are "
+                                 f"{list(prunable)}")
         for n in [n for n in chosen if match(n)]:
             del chosen[n]
     if not chosen:

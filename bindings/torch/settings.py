@@ -10,7 +10,11 @@ from torch import nn
 from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.validation import check_scalar, check_sparsity
 
+from layertrim.solvers.base.errors import ShapeError
+from layertrim.solvers.base.patterns import parse_pattern
+
 from ..methods import LayerSpec
+from .layers import input_features
 
 
 def _per_layer(value, name):
@@ -81,3 +85,19 @@ def tied_layers(model: nn.Module, names) -> dict:
         if others:
             tied[name] = f"weight tied to {', '.join(others)}"
     return tied
+
+
+def pattern_misfits(found, specs, strict: bool) -> dict:
+    """Layers whose input count cannot carry their N:M pattern: ``name -> reason``
+    (a ShapeError instead when ``strict``). A 3x3 depthwise conv (9 inputs)
+    or an RGB stem (27) under 2:4 is the usual case."""
+    out = {}
+    for name, spec in specs.items():
+        pattern = parse_pattern(spec.pattern)
+        K = input_features(found[name])
+        if pattern.kind == "n:m" and K % pattern.m:
+            reason = f"pattern {pattern} needs the input count ({K}) to be a multiple of {pattern.m}"
+            if strict:
+                raise ShapeError(f"layer {name!r}: {reason}; pass strict=False to leave such layers dense")
+            out[name] = f"{reason}; left dense"
+    return out

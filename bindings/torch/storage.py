@@ -167,6 +167,8 @@ def load_sparse(path, model: nn.Module | None = None):
     is checked against the model before anything is written: a failed load
     leaves the model unchanged.
     """
+    if model is not None and not isinstance(model, nn.Module):
+        raise ParameterError(f"load_sparse: model must be a torch nn.Module (or None), got {type(model).__name__}")
     state = _read(path)
     if model is None:
         return state

@@ -75,8 +75,9 @@ def compare_sgd_grda(
     X_tr, y_tr, X_te, y_te = load_mnist(seed) if data is None else data
     X_tr, y_tr = torch.as_tensor(X_tr), torch.as_tensor(y_tr)
     X_te, y_te = torch.as_tensor(X_te), torch.as_tensor(y_te)
-    torch.manual_seed(seed)
-    sgd_model = mlp()
+    with torch.random.fork_rng(devices=[]):  # a seeded initialization; the caller's generator is left alone
+        torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are not forked
+        sgd_model = mlp()
     grda_model = copy.deepcopy(sgd_model)
     sgd_opt = torch.optim.SGD(sgd_model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
     grda_opt = GRDA(grda_model.parameters(), lr=lr, c=c, mu=mu)

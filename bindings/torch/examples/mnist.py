@@ -54,8 +54,9 @@ def mlp(sizes=SIZES) -> nn.Sequential:
 def trained_mlp(seed: int = 0, *, epochs: int = 20, cache: bool = True) -> nn.Sequential:
     """The reference 784-300-100-10 network, trained once per seed and cached."""
     path = cache_dir() / f"mlp_{'-'.join(map(str, SIZES))}_seed{seed}_ep{epochs}.pt"
-    torch.manual_seed(seed)
-    model = mlp()
+    with torch.random.fork_rng(devices=[]):  # a seeded initialization; the caller's generator is left alone
+        torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are not forked
+        model = mlp()
     if cache and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         model.eval()

@@ -50,8 +50,9 @@ def trained_resnet(
     tag = (f"resnet_d{'-'.join(map(str, depths))}_w{'-'.join(map(str, widths))}_seed{seed}_ep{epochs}_n{n_train}"
            f"{recipe}.pt")
     path = cache_dir() / tag
-    torch.manual_seed(seed)
-    model = ResNet(depths, widths)
+    with torch.random.fork_rng(devices=[]):  # a seeded initialization; the caller's generator is left alone
+        torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are not forked
+        model = ResNet(depths, widths)
     if cache and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init
 
 from layertrim.solvers.threshold.channel_selection import backward_group_selection
 from layertrim.solvers.base.errors import ShapeError
@@ -56,7 +57,8 @@ def _conv(conv: nn.Conv2d, out_idx=None, in_idx=None, weight=None) -> nn.Conv2d:
         w = w[:, in_idx]
     if weight is not None:
         w = weight
-    new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+    # skip_init: no default initialization (it would draw from torch's global generator); every value is copied
+    new = skip_init(nn.Conv2d, w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     bias=conv.bias is not None, padding_mode=conv.padding_mode)
     new.weight.data.copy_(w)
     if conv.bias is not None:
@@ -143,7 +145,7 @@ def _prune_streams(model: nn.Module, net: ResNet, ratios, criterion: str, data) 
             nxt.conv1 = _conv(nxt.conv1, in_idx=idx)
             nxt.shortcut[0] = _conv(nxt.shortcut[0], in_idx=idx)
         else:
-            fc = nn.Linear(len(idx), net.fc.out_features, bias=net.fc.bias is not None)
+            fc = skip_init(nn.Linear, len(idx), net.fc.out_features, bias=net.fc.bias is not None)
             fc.weight.data.copy_(net.fc.weight.detach()[:, idx])
             if net.fc.bias is not None:
                 fc.bias.data.copy_(net.fc.bias.detach())

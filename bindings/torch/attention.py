@@ -1,0 +1,73 @@
+"""Layers a parent calls functionally: the out-projection of ``nn.MultiheadAttention``.
+
+``nn.MultiheadAttention`` never calls its ``out_proj`` (a ``nn.Linear``); it
+passes ``out_proj.weight`` to ``F.multi_head_attention_forward``. The
+projection's input ``Z`` (the attention output, heads concatenated) is
+recovered in a hook on the attention module by running it once more with
+``out_proj`` set to the identity (``W = I``, ``b = 0``): then the output is
+``Z`` itself, and the projection's output is ``Z W^T + b``. The fused
+in-projection (``in_proj_weight``, a bare parameter) is not a prunable layer.
+
+:func:`layer_hook` registers a hook ``fn(layer, x, y)`` for any prunable
+layer, on the layer itself or on its attention host.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def attention_host(modules: dict, name: str):
+    """The ``nn.MultiheadAttention`` whose ``out_proj`` is layer ``name``, or None."""
+    parent = modules.get(name.rsplit(".", 1)[0]) if "." in name else None
+    if isinstance(parent, nn.MultiheadAttention) and parent.out_proj is modules[name]:
+        return parent
+    return None
+
+
+_INSIDE = set()
+
+
+def projection_input(mha: nn.MultiheadAttention, args, kwargs) -> torch.Tensor:
+    """``Z``: the attention output of this call before the out-projection."""
+    proj = mha.out_proj
+    E = proj.weight.shape[1]
+    params = {"out_proj.weight": torch.eye(E, dtype=proj.weight.dtype, device=proj.weight.device)}
+    if proj.bias is not None:
+        params["out_proj.bias"] = torch.zeros_like(proj.bias)
+    _INSIDE.add(id(mha))
+    try:
+        return torch.func.functional_call(mha, params, args, kwargs)[0]
+    finally:
+        _INSIDE.discard(id(mha))
+
+
+def layer_hook(modules: dict, name: str, fn):
+    """A forward hook calling ``fn(layer, x, y)`` with the layer's input and output; returns its handle."""
+    layer = modules[name]
+    host = attention_host(modules, name)
+    if host is None:
+        return layer.register_forward_hook(lambda m, args, output: fn(m, args[0], output))
+
+    def on_attention(m, args, kwargs, output):
+        if id(m) in _INSIDE:
+            return
+        z = projection_input(m, args, kwargs)
+        fn(layer, z, F.linear(z, layer.weight, layer.bias))
+
+    return host.register_forward_hook(on_attention, with_kwargs=True)
+
+
+@contextmanager
+def explicit_attention():
+    """Turn off the fused fast path of ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``,
+    which bypasses the submodules (and their hooks) in eval mode."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)

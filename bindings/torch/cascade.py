@@ -1,0 +1,247 @@
+"""The cascade scheme: each layer solved on inputs from the network whose earlier
+layers are already pruned, against targets from the dense network.
+
+Layers inside the model's chain of blocks (:mod:`.blocks`: decoder layers,
+ResNet blocks, the modules of a ``nn.Sequential``) are solved block by block
+from cached block inputs, two streams of them: ``H_dense`` (the dense
+network's hidden states, for targets ``Y``) and ``H_pruned`` (the partly
+pruned network's, for inputs ``X``). Within a block the layers are taken in
+execution order, those reading the same tensor (q/k/v, gate/up, a shortcut
+and the first conv) together, and each group costs two block forwards over
+the calibration set; after the block, both streams advance one block. The
+whole chain costs ``O(sum of block forwards)``, i.e. linear in depth, and the
+network is run once (twice when layers before the chain were pruned) to
+record the first block's input and every block's side inputs (masks,
+position embeddings), which are assumed not to depend on the hidden states.
+
+Layers outside the chain (a stem before it, a classifier head after it)
+are solved as before: one capture over the whole network per layer, with the
+solved layers swapped back to their dense values for the target pass.
+
+Cached memory: ``2 * N * bytes(h)`` for ``N`` calibration batches of hidden
+state ``h`` (the larger of two consecutive blocks' inputs, while a block
+runs), plus one group's statistics (see :mod:`.capture`);
+``PruneReport.engine["cache_bytes"]`` reports the peak.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from .attention import attention_host, layer_hook
+from .batches import model_batches, module_device
+from .blocks import find_chain, first_tensor, trace_calls
+from .capture import Collector, capture, relu_layers
+from .layer_solve import param_tensor, set_values, solve_layer
+from .layers import output_rows, unfold_input
+from .passes import TargetSwap
+
+
+def _inside(unit: str, name: str) -> bool:
+    return name == unit or name.startswith(unit + ".")
+
+
+def _groups(names, calls) -> list:
+    """Consecutive layers (in execution order) that read the same input tensor."""
+    hidden = {}
+    for c in calls:
+        hidden.setdefault(c.name, c.hidden)
+    groups = []
+    for n in names:
+        if groups and hidden.get(n) is not None and hidden.get(n) is hidden.get(groups[-1][0]):
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+    return groups
+
+
+class Cascade:
+    """One cascade over ``names``: the solved layers and the dense values of their tensors."""
+
+    def __init__(self, model, run, snapshot, bar):
+        self.model, self.run, self.snapshot, self.bar = model, run, snapshot, bar
+        self.modules = dict(model.named_modules())
+        self.solved = OrderedDict()
+        self.dense_values = []
+        self.detected = relu_layers(model)
+        self.engine = {"chain_blocks": 0, "network_passes": 0, "cache_bytes": 0}
+
+    def _relu(self, name) -> bool:
+        return dict(self.run.relu or {}).get(name, name in self.detected)
+
+    def _keep(self, name, ld) -> None:
+        """Store the solution, write it into the model, remember the dense values."""
+        module = self.run.found[name]
+        self.solved[name] = solve_layer(name, module, self.run.specs[name], ld, cascade=True, gamma=self.run.gamma)
+        tensors = [param_tensor(module, "weight")] + ([param_tensor(module, "bias")] if module.bias is not None else [])
+        self.dense_values += [(t, self.snapshot.recorded(t)) for t in tensors]
+        W, b, _ = self.solved[name]
+        set_values(module, W, b)
+        self.bar.update()
+
+    def network_step(self, name) -> None:
+        """One layer from a capture over the whole network."""
+        self.bar.set_postfix_str(name)
+        run = self.run
+        ld = capture(self.model, run.data, layers=[name], mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
+                     target_values=self.dense_values, relu=run.relu)[name]
+        self.engine["network_passes"] += 1
+        self._keep(name, ld)
+
+    def chain(self, units, calls, order) -> None:
+        """Every layer of ``order`` inside the chain ``units``, block by block."""
+        self.engine["chain_blocks"] = len(units)
+        dense, pruned, keeps = _record_inputs(self.model, self.run.data, units, self.modules, self.dense_values)
+        for i, unit in enumerate(units):
+            module = self.modules[unit.name]
+            names = [n for n in order if _inside(unit.name, n)]
+            self.engine["cache_bytes"] = max(self.engine["cache_bytes"], dense.nbytes() + (
+                0 if pruned is dense else pruned.nbytes()))
+            last = i + 1 == len(units)
+            ahead = None if last else dense.advance(module, i)
+            unit_values = []
+            for group in _groups(names, calls):
+                self.bar.set_postfix_str(",".join(group))
+                for name, ld in self._capture_group(module, i, group, dense, pruned, keeps, unit_values).items():
+                    before = len(self.dense_values)
+                    self._keep(name, ld)
+                    unit_values += self.dense_values[before:]
+            if not last:
+                nxt = units[i + 1].hidden
+                tail = None if nxt.shape == unit.output.shape else tuple(nxt.shape[1:])
+                shared = pruned is dense and not names
+                ahead_pruned = ahead if shared else pruned.advance(module, i)
+                dense = dense.moved(ahead, tail)
+                pruned = dense if shared else pruned.moved(ahead_pruned, tail)
+
+    def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values) -> dict:
+        """Targets from block ``i`` at its dense values on ``H_dense``, inputs from it as it is on ``H_pruned``."""
+        run = self.run
+        cols = {n: Collector(n, self.modules[n], run.modes()[n], run.max_rows, run.seed) for n in group}
+        phase = {"now": "targets"}
+
+        def hook(m, x, y, col=None):
+            if phase["now"] != "inputs":
+                col.outputs.append(output_rows(m, y))
+            if phase["now"] != "targets":
+                col.inputs.append(unfold_input(m, x))
+
+        handles = [layer_hook(self.modules, n, lambda m, x, y, c=cols[n]: hook(m, x, y, c)) for n in group]
+        swap = TargetSwap(unit_values)
+        try:
+            for b, keep in enumerate(keeps):
+                for col in cols.values():
+                    col.keep = keep
+                if pruned is dense and not unit_values:
+                    phase["now"] = "both"
+                    dense.call(module, i, b)
+                else:
+                    phase["now"] = "targets"
+                    with swap.targets():
+                        dense.call(module, i, b)
+                    phase["now"] = "inputs"
+                    pruned.call(module, i, b)
+                for col in cols.values():
+                    col.flush()
+        finally:
+            for h in handles:
+                h.remove()
+        return {n: col.result(self._relu(n)) for n, col in cols.items()}
+
+
+class _Stream:
+    """Cached hidden states over the calibration batches and every block's side inputs per batch."""
+
+    def __init__(self, hidden: list, sides: list):
+        self.hidden, self.sides = hidden, sides
+
+    def call(self, module, i, b):
+        """Block ``i`` on batch ``b`` (on a copy: a block may change its input in place)."""
+        args, kwargs = self.sides[b][i]
+        return module(self.hidden[b].clone(), *args, **kwargs)
+
+    def advance(self, module, i) -> list:
+        return [first_tensor(self.call(module, i, b)) for b in range(len(self.hidden))]
+
+    def moved(self, hidden, tail) -> "_Stream":
+        """The stream one block further: ``hidden`` reshaped to the next block's input (``tail``)."""
+        return _Stream([h if tail is None else h.reshape(h.shape[0], *tail) for h in hidden], self.sides)
+
+    def nbytes(self) -> int:
+        return sum(h.numel() * h.element_size() for h in self.hidden)
+
+
+def _record_inputs(model, data, units, modules, dense_values):
+    """Per batch: the first block's input and every block's side inputs, for both streams.
+
+    Returns ``(H_dense, H_pruned, keeps)`` as :class:`_Stream` s, one object
+    when nothing before the chain has been solved (the streams coincide).
+    """
+    seen = {}
+
+    def grab(i):
+        def pre(m, args, kwargs):
+            if i not in seen:
+                seen[i] = (args[0].clone() if i == 0 else None, (tuple(args[1:]), dict(kwargs)))
+        return pre
+
+    handles = [modules[u.name].register_forward_pre_hook(grab(i), with_kwargs=True) for i, u in enumerate(units)]
+    swap = TargetSwap(dense_values)
+    phases = ("dense", "pruned") if swap.pairs else ("dense",)
+    hidden = {p: [] for p in phases}
+    sides = {p: [] for p in phases}
+    keeps = []
+    try:
+        for batch in model_batches(model, data, module_device(model)):
+            keeps.append(batch.keep())
+            for phase in phases:
+                seen.clear()
+                if phase == "dense" and swap.pairs:
+                    with swap.targets():
+                        batch(model)
+                else:
+                    batch(model)
+                hidden[phase].append(seen[0][0])
+                sides[phase].append([seen[i][1] for i in range(len(units))])
+    finally:
+        for h in handles:
+            h.remove()
+    dense = _Stream(hidden["dense"], sides["dense"])
+    return dense, (_Stream(hidden["pruned"], sides["pruned"]) if swap.pairs else dense), keeps
+
+
+def solve_cascade(model, run, names, snapshot, bar, *, blocks=True) -> tuple:
+    """Solve ``names`` in the cascade scheme; returns ``(solved, engine facts)``.
+
+    ``blocks=False`` solves every layer from a capture over the whole network.
+    """
+    first = next(iter(model_batches(model, run.data, module_device(model))))
+    calls = trace_calls(model, first)
+    position = {}
+    for k, c in enumerate(calls):
+        position.setdefault(c.name, k)
+    modules = dict(model.named_modules())
+    for n in names:
+        host = attention_host(modules, n)
+        if n not in position and host is not None:
+            position[n] = position.get(next((h for h, m in modules.items() if m is host), ""), len(calls))
+    order = sorted(names, key=lambda n: position.get(n, len(calls)))
+    cascade = Cascade(model, run, snapshot, bar)
+    units = find_chain(calls, names) if blocks else []
+    inside = {n for n in order if any(_inside(u.name, n) for u in units)}
+    start = position[units[0].name] if units else len(calls)
+    for name in [n for n in order if n not in inside and position.get(n, len(calls)) < start]:
+        cascade.network_step(name)
+    if inside:
+        flags = [(m, m.training) for m in model.modules()]
+        try:
+            model.eval()
+            with torch.no_grad():
+                cascade.chain(units, calls, [n for n in order if n in inside])
+        finally:
+            for m, flag in flags:
+                m.training = flag
+    for name in [n for n in order if n not in inside and position.get(n, len(calls)) >= start]:
+        cascade.network_step(name)
+    return cascade.solved, cascade.engine
