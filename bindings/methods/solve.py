@@ -15,6 +15,7 @@ import numpy as np
 
 from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.gram import GramStats
+from layertrim.solvers.base.patterns import parse_pattern
 from layertrim.solvers.threshold.refit import refit as refit_support
 
 from .registry import LayerProblem, Solution, get_method
@@ -38,6 +39,8 @@ class LayerSpec:
         """Method known, exactly one target it accepts, a pattern it honours, options it has."""
         method = get_method(self.method)
         given = [k for k in ("sparsity", "eps", "lam") if getattr(self, k) is not None]
+        if not given and "sparsity" in method.targets and parse_pattern(self.pattern).fixed_sparsity is not None:
+            given = ["sparsity"]  # N:M fixes the sparsity
         if len(given) != 1 or given[0] not in method.targets:
             raise ParameterError(
                 f"layer {name!r}: method {self.method!r} needs exactly one of "

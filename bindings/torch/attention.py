@@ -5,7 +5,8 @@ passes ``out_proj.weight`` to ``F.multi_head_attention_forward``. The
 projection's input ``Z`` (the attention output, heads concatenated) is
 recovered in a hook on the attention module by running it once more with
 ``out_proj`` set to the identity (``W = I``, ``b = 0``): then the output is
-``Z`` itself, and the projection's output is ``Z W^T + b``. The fused
+``Z`` itself, and the projection's output is ``Z W^T + b`` (``mha.forward`` is
+called directly, so no hook fires twice). The fused
 in-projection (``in_proj_weight``, a bare parameter) is not a prunable layer.
 
 :func:`layer_hook` registers a hook ``fn(layer, x, y)`` for any prunable
@@ -28,21 +29,23 @@ def attention_host(modules: dict, name: str):
     return None
 
 
-_INSIDE = set()
-
-
 def projection_input(mha: nn.MultiheadAttention, args, kwargs) -> torch.Tensor:
-    """``Z``: the attention output of this call before the out-projection."""
+    """``Z``: the attention output of this call before the out-projection.
+
+    Runs ``mha.forward`` (no hooks fire) with ``out_proj`` holding ``I`` and
+    ``0`` for the call; its values are restored afterwards.
+    """
     proj = mha.out_proj
-    E = proj.weight.shape[1]
-    params = {"out_proj.weight": torch.eye(E, dtype=proj.weight.dtype, device=proj.weight.device)}
-    if proj.bias is not None:
-        params["out_proj.bias"] = torch.zeros_like(proj.bias)
-    _INSIDE.add(id(mha))
-    try:
-        return torch.func.functional_call(mha, params, args, kwargs)[0]
-    finally:
-        _INSIDE.discard(id(mha))
+    saved = [(t, t.detach().clone()) for t in (proj.weight, proj.bias) if t is not None]
+    with torch.no_grad():
+        try:
+            proj.weight.copy_(torch.eye(proj.weight.shape[0], dtype=proj.weight.dtype, device=proj.weight.device))
+            if proj.bias is not None:
+                proj.bias.zero_()
+            return mha.forward(*args, **kwargs)[0]
+        finally:
+            for t, value in saved:
+                t.copy_(value)
 
 
 def layer_hook(modules: dict, name: str, fn):
@@ -53,8 +56,6 @@ def layer_hook(modules: dict, name: str, fn):
         return layer.register_forward_hook(lambda m, args, output: fn(m, args[0], output))
 
     def on_attention(m, args, kwargs, output):
-        if id(m) in _INSIDE:
-            return
         z = projection_input(m, args, kwargs)
         fn(layer, z, F.linear(z, layer.weight, layer.bias))
 
