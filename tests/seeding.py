@@ -7,8 +7,8 @@ def torch_seed(seed):
     """Run the block with torch's global generator seeded to ``seed``, restoring it afterwards.
 
     For code that can only draw from the global generator: module construction
-    (``nn.Linear`` / ``nn.Conv2d`` initialise their weights from it) and library
-    functions that call ``torch.manual_seed`` themselves.
+    (``nn.Linear`` / ``nn.Conv2d`` initialise their weights from it). Library
+    functions never touch it (they seed a forked or local generator).
     """
     import torch
 
@@ -23,20 +23,3 @@ def torch_generator(seed):
 
     return torch.Generator().manual_seed(seed)
 
-
-def keep_global_torch_rng(fn):
-    """``fn`` run on a forked copy of torch's global generator, which it then leaves unchanged.
-
-    For library functions that draw from the global generator on their own
-    (constructing modules whose default initialisation is then overwritten).
-    """
-    import functools
-
-    import torch
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        with torch.random.fork_rng():
-            return fn(*args, **kwargs)
-
-    return wrapped

@@ -266,7 +266,10 @@ def test_layers_that_cannot_hold_two_four_are_left_dense_or_refused(seed):
     report = prune(model, data, method="magnitude", pattern="2:4", progress=False)
     assert set(report.skipped) == {"0", "2"}  # 27 and 9 inputs per output
     assert "left dense" in report.skipped["0"] and "(27)" in report.skipped["0"]
-    assert [r.name for r in report.layers] == ["4"] and report.layers[0].zeros == 16
+    assert [r.name for r in report.layers] == ["4"]
+    # 2:4 along the 8 inputs: at most 2 nonzeros per group of 4 (the refit may zero more: dead ReLU inputs)
+    groups = model[4].weight.detach().reshape(4, 2, 4)
+    assert int((groups != 0).sum(-1).max()) <= 2
     assert torch.equal(model[0].weight, before["0.weight"])
 
 

@@ -171,6 +171,28 @@ def test_verify_reports_disagreement(problem):
     assert "objective" in proc.stdout
 
 
+@pytest.mark.parametrize("dtype, options", [("float64", []), ("float32", ["--no-intercept"])])
+def test_verify_nettrim_with_all_zero_targets_agrees(tmp_path, rng, dtype, options):
+    # W = 0 is optimal; cvxpy returns ~1e-11 entries: a relative gap would be -1 (noise over 0)
+    path = tmp_path / "zero.npz"
+    np.savez(path, X=rng.standard_normal((30, 5)).astype(dtype), Y=np.zeros((30, 3), dtype=dtype))
+    proc = cli("verify", path, "--method", "nettrim", "--eps", "0.1", *options)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    gap_line = next(line for line in proc.stdout.splitlines() if "absolute objective gap" in line)
+    assert abs(float(gap_line.split()[-1])) <= np.sqrt(np.finfo(dtype).eps)
+
+
+def test_objective_gap_near_zero_is_absolute_at_the_dtype_noise():
+    from layertrim.bindings.cli_verify import Comparison, _gap_rows
+
+    for fast, ref, dtype, fails in [(0.0, 1e-9, np.float64, False), (1e-6, 0.0, np.float64, True),
+                                    (1e-6, 0.0, np.float32, False), (1e-3, 0.0, np.float32, True),
+                                    (1.0 + 1e-4, 1.0, np.float64, False), (1.01, 1.0, np.float64, True)]:
+        cmp = Comparison("p")
+        _gap_rows(cmp, "objective gap", fast, ref, 1e-3, dtype)
+        assert bool(cmp.failures) == fails, (fast, ref, dtype, cmp.failures)
+
+
 # --- prune -----------------------------------------------------------------------------
 
 FACTORY = """

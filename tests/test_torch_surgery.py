@@ -18,16 +18,9 @@ from layertrim.bindings.torch import (  # noqa: E402
     three_d_prune,
 )
 from layertrim.solvers import ParameterError, ShapeError  # noqa: E402
-from seeding import keep_global_torch_rng, torch_generator, torch_seed  # noqa: E402
+from seeding import torch_generator, torch_seed  # noqa: E402
 
 torch.set_num_threads(1)
-
-# Width surgery builds new nn.Conv2d / nn.Linear modules (layertrim.bindings.torch.structure: channels.py,
-# _conv and _prune_streams), whose default initialisation draws from torch's global generator before
-# their weights are overwritten: run these library calls on a forked generator (see conftest._no_global_rng).
-prune_3d, prune_width, single_axis_prune, three_d_prune = map(
-    keep_global_torch_rng, (prune_3d, prune_width, single_axis_prune, three_d_prune)
-)
 
 
 def _randomized(model, seed):

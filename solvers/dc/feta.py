@@ -24,6 +24,7 @@ import numpy as np
 
 from ..base.errors import ConvergenceWarning, ParameterError
 from ..base.gram import as_quadratic
+from ..base.interrupt import interruptible
 from ..base.result import Result
 from ..base.validation import check_choice, check_scalar, check_sparsity, check_weights, check_xy, exactly_one
 from .ccp import ccp_fit, dc_value, relative_error
@@ -211,17 +212,18 @@ def feta(
     if intercept:
         X = X - x_mean
         b = (b + x_mean @ W).astype(dtype)
-    if lam is not None:
-        W, b, F, status, iterations, history, info = ccp_fit(
-            X, Y, W, b, lam=lam, intercept=intercept, outer_iter=outer_iter, tol=tol, inner=inner,
-            inner_iter=inner_iter, inner_tol=inner_tol, batch_size=batch_size, seed=seed,
-        )
-        stop_rule = f"{iterations} outer iterations with relative decrease above tol={tol:g}"
-    else:
-        W, b, F, status, iterations, history, info = _sparsity_fit(
-            X, Y, W, b, sparsity=sparsity, intercept=intercept, support_iter=support_iter, iht_iter=iht_iter,
-            tol=tol, polish_iter=polish_iter, polish_tol=polish_tol,
-        )
+    with interruptible():
+        if lam is not None:
+            W, b, F, status, iterations, history, info = ccp_fit(
+                X, Y, W, b, lam=lam, intercept=intercept, outer_iter=outer_iter, tol=tol, inner=inner,
+                inner_iter=inner_iter, inner_tol=inner_tol, batch_size=batch_size, seed=seed,
+            )
+            stop_rule = f"{iterations} outer iterations with relative decrease above tol={tol:g}"
+        else:
+            W, b, F, status, iterations, history, info = _sparsity_fit(
+                X, Y, W, b, sparsity=sparsity, intercept=intercept, support_iter=support_iter, iht_iter=iht_iter,
+                tol=tol, polish_iter=polish_iter, polish_tol=polish_tol,
+            )
         stop_rule = (f"polish_iter={polish_iter} polish iterations; the squared relative error still fell by "
                      f"more than polish_tol={polish_tol:g} per iteration")
     if status == "max_iter":

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import linalg
 
 from ..base.errors import ShapeError
+from ..base.interrupt import interruptible
 from .kernels import (
     active_targets,
     extrapolate,
@@ -229,7 +230,8 @@ def solve_subproblem(
     b = b_lin.copy() if b0 is None else check_bias(b0, M, dtype, "b0")
     if not intercept:
         b = np.zeros(M, dtype=dtype)
-    W, b, _, f, it = fista(layer, A, lam, W, b, X @ W, max_iter=max_iter, tol=tol)
+    with interruptible():
+        W, b, _, f, it = fista(layer, A, lam, W, b, X @ W, max_iter=max_iter, tol=tol)
     return Result(
         W=W,
         b=b if intercept else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..base.interrupt import interruptible
 from .cd_kernels import column_working_sets
 from .cd_sweeps import bcd_rows, cd_columns
 from .duality import column_gaps, group_gap, relative_gap
@@ -62,34 +63,35 @@ def solve_cd(G, C, yy, W0, lam1, lam2, group, *, tol, max_iter):
     n_epochs = 0
     converged = False
     primal = dual = np.nan
-    for n_outer in range(1, max_iter + 1):
-        GW = gram_product(G, W)
-        if group:
-            primal, dual = group_gap(W, GW, C, yy_sum, lam1)
-        else:
-            p_col, d_col = column_gaps(W, GW, C, yy, lam1, lam2)
-            primal, dual = float(p_col.sum()), float(d_col.sum())
-        rel = relative_gap(primal, dual)
-        hist_gap.append(rel)
-        hist_obj.append(primal)
-        if rel <= tol:
-            converged = True
-            break
-        if n_outer == max_iter:
-            break
-        grad = GW - C
-        if group:
-            ws, complete = _group_working_set(grad, W, lam1)
-            final = 0.5 * tol * primal
-            inner = final if complete else max(INNER_FRACTION * (primal - dual), final)
-            n_epochs += bcd_rows(G, C, yy_sum, W, lam1, ws, inner, max_iter)
-        else:
-            gaps = np.maximum(p_col - d_col, 0.0)
-            done = gaps <= 0.5 * tol * p_col
-            ws, ws_len, complete = column_working_sets(grad, W, lam1, P0)
-            ws_len[done] = 0
-            final = 0.5 * tol * p_col
-            inner = np.where(complete, final, np.maximum(INNER_FRACTION * gaps, final))
-            n_epochs += int(cd_columns(G, C, yy, W, lam1, lam2, ws, ws_len, inner, max_iter).max())
+    with interruptible():
+        for n_outer in range(1, max_iter + 1):
+            GW = gram_product(G, W)
+            if group:
+                primal, dual = group_gap(W, GW, C, yy_sum, lam1)
+            else:
+                p_col, d_col = column_gaps(W, GW, C, yy, lam1, lam2)
+                primal, dual = float(p_col.sum()), float(d_col.sum())
+            rel = relative_gap(primal, dual)
+            hist_gap.append(rel)
+            hist_obj.append(primal)
+            if rel <= tol:
+                converged = True
+                break
+            if n_outer == max_iter:
+                break
+            grad = GW - C
+            if group:
+                ws, complete = _group_working_set(grad, W, lam1)
+                final = 0.5 * tol * primal
+                inner = final if complete else max(INNER_FRACTION * (primal - dual), final)
+                n_epochs += bcd_rows(G, C, yy_sum, W, lam1, ws, inner, max_iter)
+            else:
+                gaps = np.maximum(p_col - d_col, 0.0)
+                done = gaps <= 0.5 * tol * p_col
+                ws, ws_len, complete = column_working_sets(grad, W, lam1, P0)
+                ws_len[done] = 0
+                final = 0.5 * tol * p_col
+                inner = np.where(complete, final, np.maximum(INNER_FRACTION * gaps, final))
+                n_epochs += int(cd_columns(G, C, yy, W, lam1, lam2, ws, ws_len, inner, max_iter).max())
     history = {"gap": np.array(hist_gap), "objective": np.array(hist_obj)}
     return W, n_outer, n_epochs, history, converged, primal, dual

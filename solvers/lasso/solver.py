@@ -19,6 +19,7 @@ from .duality import gap, relative_gap
 from ..base.errors import ConvergenceWarning, ParameterError
 from .fista import fista
 from ..base.gram import Quadratic, as_quadratic
+from ..base.interrupt import interruptible
 from .cd import gram_product, solve_cd
 from ..base.path import bisect_sparsity
 from ..base.prox import elastic_net_prox, group_soft_threshold, soft_threshold
@@ -110,10 +111,11 @@ def _solve(quad: Quadratic, lam, penalty, l1_ratio, W0, tol, max_iter, solver) -
             return relative_gap(*gap(W, GW, C, yy, lam1, lam2, group))
 
         primal = None
-        W, n_iter, hist, converged = fista(
-            G, C, _prox(penalty, lam, l1_ratio), W0, L=quad.lipschitz(), tol=tol, max_iter=iters,
-            criterion=rel_gap,
-        )
+        with interruptible():  # the prox and gap kernels run once per step
+            W, n_iter, hist, converged = fista(
+                G, C, _prox(penalty, lam, l1_ratio), W0, L=quad.lipschitz(), tol=tol, max_iter=iters,
+                criterion=rel_gap,
+            )
         history = {"gap": np.array(hist)}
         extra = {}
     dtype = quad.dtype

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..base.errors import ConvergenceWarning, ParameterError
 from ..base.gram import Quadratic, as_quadratic
+from ..base.interrupt import interruptible
 from ..base.patterns import Pattern, parse_pattern
 from ..base.result import Result
 from ..base.validation import check_bool, check_scalar, check_weights
@@ -165,14 +166,15 @@ def iht(
 
     inv_d, sqrt_d, L_D = jacobi_scaling(q)
     q_orig, perm = q, None
-    if permute:
-        perm = nm_permutation(sqrt_d[:, None] * np.abs(W0), pat)
-        q, W0, inv_d, sqrt_d = permute_inputs(q, perm), W0[perm], inv_d[perm], sqrt_d[perm]
-    W = initial_weights(q, pat, s, sqrt_d, W0)
-    W, f, mask, history, status, info = iterate(
-        q, W, inv_d, sqrt_d, L_D, pat, s, max_iter=max_iter, tol=tol, debias_every=debias_every
-    )
-    W, f, moves = _refine(q, W, f, mask, pat, swaps=swaps and L_D > 0, refit=refit)
+    with interruptible():  # the selection, iteration and exchange kernels
+        if permute:
+            perm = nm_permutation(sqrt_d[:, None] * np.abs(W0), pat)
+            q, W0, inv_d, sqrt_d = permute_inputs(q, perm), W0[perm], inv_d[perm], sqrt_d[perm]
+        W = initial_weights(q, pat, s, sqrt_d, W0)
+        W, f, mask, history, status, info = iterate(
+            q, W, inv_d, sqrt_d, L_D, pat, s, max_iter=max_iter, tol=tol, debias_every=debias_every
+        )
+        W, f, moves = _refine(q, W, f, mask, pat, swaps=swaps and L_D > 0, refit=refit)
 
     if status == "max_iter":
         warnings.warn(

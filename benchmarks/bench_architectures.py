@@ -1,0 +1,149 @@
+"""Prune real architectures (random init): time, peak memory and output error.
+
+For ResNet-18 and MobileNetV2 (torchvision's layer structure, 32x32 inputs),
+a ViT (transformers, 12 blocks, width 192, 32x32 images in 4x4 patches) and
+GPT-2 / Llama configurations with 4, 8 and 16 blocks (width 128, 64 tokens),
+on 128 calibration samples: ``prune(method, sparsity=0.5)`` in the cascade
+scheme with the block engine (``blocks=True``, the default) and, for the same
+model and data in the same run, the network-level engine (``blocks=False``:
+every layer captured over the whole network). Each run is a fresh process,
+so its peak RSS is its own. Printed per row: seconds, peak RSS (MiB), the
+relative output error ``||f_pruned(x) - f(x)|| / ||f(x)||`` on held-out
+inputs, and the speedup of the block engine; then the exponent of time vs
+depth fitted on the 4/8/16-block models (1 = linear).
+
+Usage: ``python benchmarks/bench_architectures.py [--method iht] [--models ...] [--engines blocks network]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+SAMPLES, SEQ, VOCAB = 128, 64, 256
+
+
+def _lm(kind: str, depth: int):
+    import transformers
+
+    if kind == "gpt2":
+        config = transformers.GPT2Config(n_layer=depth, n_embd=128, n_head=4, vocab_size=VOCAB, n_positions=SEQ,
+                                         bos_token_id=0, eos_token_id=0)
+        return transformers.GPT2LMHeadModel(config)
+    config = transformers.LlamaConfig(num_hidden_layers=depth, hidden_size=128, intermediate_size=352,
+                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=VOCAB,
+                                      max_position_embeddings=SEQ, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return transformers.LlamaForCausalLM(config)
+
+
+def _vit():
+    import transformers
+
+    config = transformers.ViTConfig(image_size=32, patch_size=4, hidden_size=192, num_hidden_layers=12,
+                                    num_attention_heads=3, intermediate_size=768, num_labels=10)
+    return transformers.ViTForImageClassification(config)
+
+
+def build(name: str):
+    """``(model, calibration batches, held-out batch, output function)`` for a model name."""
+    sys.path.insert(0, str(ROOT))
+    from _vision_models import MobileNetV2, ResNet18
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if name in ("resnet18", "mobilenet_v2", "vit"):
+            model = {"resnet18": ResNet18, "mobilenet_v2": MobileNetV2, "vit": _vit}[name]()
+            images = [torch.randn(16, 3, 32, 32, generator=gen) for _ in range(SAMPLES // 16 + 1)]
+            batches = images if name != "vit" else [{"pixel_values": x} for x in images]
+        else:
+            kind, depth = name.split("-")
+            model = _lm(kind, int(depth))
+            batches = [{"input_ids": torch.randint(0, VOCAB, (16, SEQ), generator=gen)}
+                       for _ in range(SAMPLES // 16 + 1)]
+    return model.eval(), batches[:-1], batches[-1]
+
+
+def _output(model, batch):
+    out = model(batch) if isinstance(batch, torch.Tensor) else model(**batch)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def one(name: str, engine: str, method: str) -> dict:
+    """One prune in this process: seconds, peak RSS, output error, engine facts."""
+    from layertrim.bindings.torch import prune
+
+    torch.set_num_threads(2)
+    model, calib, held = build(name)
+    with torch.no_grad():
+        dense = _output(model, held)
+    start = time.perf_counter()
+    report = prune(model, calib, method=method, sparsity=0.5, progress=False, blocks=engine == "blocks")
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        err = float((_output(model, held) - dense).norm() / dense.norm())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"model": name, "engine": engine, "seconds": seconds, "rss_mib": rss, "rel_error": err,
+            "layers": len(report.layers), "skipped": len(report.skipped), **report.engine}
+
+
+def _run(name, engine, method, timeout):
+    cmd = [sys.executable, __file__, "--one", name, "--engine", engine, "--method", method]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    except subprocess.TimeoutExpired:
+        return {"model": name, "engine": engine, "seconds": math.inf, "note": f"over {timeout} s"}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _depth_exponent(rows, kind, engine):
+    pts = [(int(r["model"].split("-")[1]), r["seconds"]) for r in rows
+           if r["model"].startswith(kind + "-") and r["engine"] == engine and math.isfinite(r["seconds"])]
+    if len(pts) < 2:
+        return None
+    xs, ys = [math.log(d) for d, _ in pts], [math.log(s) for _, s in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "vit", "gpt2-4", "gpt2-8",
+                                                        "gpt2-16", "llama-4", "llama-8", "llama-16"])
+    parser.add_argument("--engines", nargs="+", default=["blocks", "network"])
+    parser.add_argument("--method", default="iht")
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--one")
+    parser.add_argument("--engine", default="blocks")
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.one, args.engine, args.method)))
+        return
+    rows = [_run(m, e, args.method, args.timeout) for m in args.models for e in args.engines]
+    print(f"prune(method={args.method!r}, sparsity=0.5), cascade, {SAMPLES} calibration samples, 2 threads")
+    print(f"{'model':14s} {'engine':8s} {'seconds':>9s} {'RSS MiB':>8s} {'out err':>8s} {'blocks':>6s} "
+          f"{'passes':>6s} {'speedup':>8s}")
+    by = {(r["model"], r["engine"]): r for r in rows}
+    for r in rows:
+        base = by.get((r["model"], "network"))
+        speed = "" if r["engine"] != "blocks" or base is None else f"{base['seconds'] / r['seconds']:7.1f}x"
+        print(f"{r['model']:14s} {r['engine']:8s} {r['seconds']:9.1f} {r.get('rss_mib', math.nan):8.0f} "
+              f"{r.get('rel_error', math.nan):8.4f} {r.get('chain_blocks', 0):6d} {r.get('network_passes', 0):6d} "
+              f"{speed:>8s}" + (f"  {r['note']}" if "note" in r else ""))
+    for kind in ("gpt2", "llama"):
+        for engine in args.engines:
+            k = _depth_exponent(rows, kind, engine)
+            if k is not None:
+                print(f"time ~ depth^{k:.2f} for {kind} ({engine} engine)")
+
+
+if __name__ == "__main__":
+    main()
