@@ -73,6 +73,8 @@ KERNEL_CALLS = {
     "iht-swaps": ("threshold.swaps", "exchange_search", lambda X, Y: solvers.iht(X, Y, sparsity=0.5, swaps=True)),
     "iht-permute": ("threshold.permutation", "refine_groups",
                     lambda X, Y: solvers.iht(X, Y, pattern="2:4", permute=True)),
+    "magnitude-permute": ("threshold.permutation", "refine_groups",
+                          lambda X, Y: solvers.magnitude(np.ones((8, 3)), pattern="2:4", permute=True)),
 }
 
 

@@ -22,6 +22,7 @@ from numba import njit
 
 from ..base.errors import ParameterError
 from ..base.gram import Quadratic
+from ..base.interrupt import interruptible
 from ..base.patterns import parse_pattern
 from ..base.validation import check_array, check_choice, check_scalar
 from ..base.warmup import register
@@ -198,12 +199,13 @@ def nm_permutation(scores, pattern="2:4", *, start: str = "spread", max_sweeps: 
     S2 = np.square(S)
     min_gain = GAIN_RTOL * float(S2.sum())
     identity = np.arange(S.shape[0], dtype=np.int64)
-    if start == "spread":
-        perm = spread_start(S2, pat.m).astype(np.int64)
-        refine_groups(S2, perm, pat.n, pat.m, max_sweeps, min_gain)
-        if retained(S, perm, pat) >= retained(S, identity, pat):
-            return perm
-    refine_groups(S2, identity, pat.n, pat.m, max_sweeps, min_gain)
+    with interruptible():  # the exchange sweeps are one compiled kernel
+        if start == "spread":
+            perm = spread_start(S2, pat.m).astype(np.int64)
+            refine_groups(S2, perm, pat.n, pat.m, max_sweeps, min_gain)
+            if retained(S, perm, pat) >= retained(S, identity, pat):
+                return perm
+        refine_groups(S2, identity, pat.n, pat.m, max_sweeps, min_gain)
     return identity
 
 
