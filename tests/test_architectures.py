@@ -278,3 +278,16 @@ def test_batches_the_model_cannot_take_are_a_clear_error(seed):
     with pytest.raises(LayerTrimError, match="no model input among its keys"):
         prune(model, [{"labels": torch.zeros(2, 4, dtype=torch.long)}], method="magnitude", sparsity=0.5,
               progress=False)
+
+
+def test_num_samples_takes_the_first_samples_and_cuts_the_last_batch(seed):
+    batches = token_batches(seed, n=3, batch=4)
+    a, b = llama(seed), llama(seed)
+    ra = prune(a, batches, method="magnitude", sparsity=0.5, num_samples=6, progress=False)
+    cut = [batches[0], {k: v[:2] for k, v in batches[1].items()}]
+    rb = prune(b, cut, method="magnitude", sparsity=0.5, progress=False)
+    assert ra.layers[0].info["rows_seen"] == 6 * 12 == rb.layers[0].info["rows_seen"]
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    with pytest.raises(ParameterError, match="num_samples"):
+        prune(a, batches, method="magnitude", sparsity=0.5, num_samples=0, progress=False)

@@ -117,3 +117,36 @@ def reusable(data: Iterable):
     if iter(data) is data:
         return list(data)
     return data
+
+
+def _head(value, n: int):
+    """The first ``n`` samples of one batch element (tensors along dim 0; containers element-wise)."""
+    if isinstance(value, torch.Tensor) or hasattr(value, "__array__"):
+        return value[:n]
+    if isinstance(value, (tuple, list)):
+        return type(value)(_head(v, n) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _head(v, n) for k, v in value.items()}
+    return value
+
+
+def _batch_size(item) -> int:
+    batch = to_batch(item)
+    first = next((v for v in list(batch.args) + list(batch.kwargs.values()) if isinstance(v, torch.Tensor)), None)
+    if first is None or first.dim() == 0:
+        raise EmptyDataError("num_samples needs batches whose inputs are tensors with a batch dimension")
+    return int(first.shape[0])
+
+
+def first_samples(data: Iterable, num_samples=None) -> list | Iterable:
+    """The calibration items holding the first ``num_samples`` samples (the last item cut); all when None."""
+    if num_samples is None:
+        return data
+    out, left = [], num_samples
+    for item in data:
+        if left <= 0:
+            break
+        size = _batch_size(item)
+        out.append(item if size <= left else _head(item, left))
+        left -= size
+    return out

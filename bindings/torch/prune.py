@@ -29,7 +29,7 @@ from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from ..methods import get_method
 from .attention import explicit_attention
-from .batches import reusable
+from .batches import first_samples, reusable
 from .capture import capture, find_layers
 from .cascade import solve_cascade
 from .layer_solve import set_values, solve_layer
@@ -73,6 +73,7 @@ def prune(
     gamma: float = 1.1,
     seed: int = 0,
     ignore=None,
+    num_samples: int | None = None,
     strict: bool = False,
     blocks: bool = True,
     **solver_options,
@@ -84,9 +85,11 @@ def prune(
     model : nn.Module
         Pruned in place (weights solved, masks registered).
     data : iterable
-        Calibration batches: input tensors or ``(inputs, targets)`` tuples
-        (a DataLoader works). Iterated once per layer in the cascade scheme;
-        a one-shot iterator is first stored in a list.
+        Calibration batches: tensors, ``(inputs, targets)`` tuples (``inputs``
+        a tensor, a tuple of positional arguments or a dict), dicts or
+        ``BatchEncoding`` s called as ``model(**batch)``; a DataLoader of any
+        of these (:mod:`.batches`; an ``attention_mask`` drops padded
+        positions). A one-shot iterator is first stored in a list.
     method : str or dict
         A registered method (:func:`~layertrim.bindings.methods.registered_methods`:
         ``"magnitude"``, ``"iht"``, ``"lasso"``, ``"group_lasso"``,
@@ -109,6 +112,9 @@ def prune(
         model's ``lm_head``, or the keys of a ``method`` dict.
     ignore : str or list of str, optional
         Selectors of layers to leave out.
+    num_samples : int, optional
+        Use only the first ``num_samples`` calibration samples (sequences,
+        images); the batch that crosses the bound is cut.
     max_rows : int
         Row sample per layer for the row-based methods (Net-Trim, FeTa).
     refit : bool
@@ -170,7 +176,10 @@ def prune(
     skipped.update(pattern_misfits(found, specs, strict))
     names = [n for n in found if n not in skipped]
     specs = OrderedDict((n, specs[n]) for n in names)
-    run = _Run(found=found, specs=specs, data=reusable(data), max_rows=max_rows, seed=seed, relu=relu, gamma=gamma)
+    if num_samples is not None:
+        num_samples = check_scalar(num_samples, "num_samples", low=1, integer=True)
+    data = first_samples(reusable(data), num_samples)
+    run = _Run(found=found, specs=specs, data=data, max_rows=max_rows, seed=seed, relu=relu, gamma=gamma)
     with explicit_attention():
         check_forward(model, run.data)
         solved, engine = _solve_all(model, run, names, scheme=scheme, progress=progress, executor=executor,
