@@ -9,7 +9,8 @@ One package per problem family, on a shared :mod:`.base`:
 - :mod:`.lasso`: ``min (1/2P)||XW + 1b^T - Y||^2 + lam R(W)`` (l1, group, elastic net)
 - :mod:`.nettrim`: ``min ||W||_1`` s.t. a ReLU-consistent fit within ``eps``
 - :mod:`.dc`: ``min (1/2P)||relu(XW + 1b^T) - Y||^2 + lam ||W||_1`` (convex-concave procedure)
-- :mod:`.threshold`: projection onto patterns, refit, IHT, swaps, channel selection
+- :mod:`.threshold`: projection onto patterns, refit, IHT, l0 ADMM, swaps, channel selection,
+  the Wanda and SparseGPT baselines
 - :mod:`.grda`: generalized regularized dual averaging
 - :mod:`.threed`: accuracy model and its FLOPs-constrained maximum (3-D pruning)
 - :mod:`.reference`: the convex problems in cvxpy / OSQP
@@ -34,4 +35,6 @@ from .grda import grda, grda_step
 from .lasso import lam_max, lasso
 from .nettrim import nettrim
 from .threed import AccuracyModel, FlopsModel, ThreeDOptimum, fit_accuracy_model, maximize_accuracy, monomial_exponents, realizable_optimum
-from .threshold import backward_group_selection, iht, magnitude, nm_permutation, project, refit
+from .threshold import (
+    backward_group_selection, iht, l0_admm, magnitude, nm_permutation, project, refit, sparsegpt, wanda,
+)

@@ -5,7 +5,7 @@ maps a :class:`LayerProblem` onto core solver calls) and add one
 ``register_method`` line below; or, from user code, call
 :func:`register_method` with your own :class:`Method`.
 """
-from . import feta, iht, lasso, magnitude, nettrim
+from . import feta, iht, l0, lasso, magnitude, nettrim, sparsegpt, wanda
 from .registry import (
     ALL_PATTERNS,
     LayerProblem,
@@ -21,7 +21,10 @@ from .solve import STATUS_ORDER, GroupSolution, LayerSpec, solve_group, squared_
 
 register_method(magnitude.METHOD)
 register_method(iht.METHOD)
+register_method(l0.METHOD)
 register_method(lasso.METHOD)
 register_method(lasso.GROUP_METHOD)
 register_method(nettrim.METHOD)
 register_method(feta.METHOD)
+register_method(wanda.METHOD)
+register_method(sparsegpt.METHOD)
