@@ -72,11 +72,11 @@ def _add_demo(sub, common) -> None:
     )
     p.add_argument("--quick", action="store_true",
                    help="reduced run (under a minute): 500 calibration images, looser solver settings, "
-                   "sparsity 0.9, methods magnitude iht nettrim")
+                   "sparsity 0.9, methods magnitude l0 nettrim")
     p.add_argument("--out", default="demo_out", metavar="DIR",
                    help="folder for accuracy_vs_sparsity.png and results.json (default: %(default)s)")
-    p.add_argument("--methods", nargs="+", choices=registered_methods(), metavar="M",
-                   help=f"methods to run (default: all of {', '.join(registered_methods())})")
+    p.add_argument("--methods", nargs="+", metavar="M",
+                   help="methods to run, among the built-in methods but wanda and sparsegpt (default: all of them)")
     p.add_argument("--sparsities", nargs="+", type=float, metavar="S",
                    help="overall weight sparsities in [0, 1) (default: 0.8 0.9 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default: 0)")
@@ -95,8 +95,9 @@ def _add_prune(sub, common) -> None:
     p.add_argument("--data", required=True, metavar="CALIB",
                    help="calibration inputs: .npy, .npz (array X) or .pt (tensor or (inputs, targets))")
     p.add_argument("--data-key", metavar="KEY", help="array name inside an .npz/.pt dict (default: X)")
-    p.add_argument("--method", required=True, choices=registered_methods(), metavar="M",
-                   help="; ".join(f"{m}: {get_method(m).summary}" for m in registered_methods()))
+    p.add_argument("--method", default="l0", choices=registered_methods(), metavar="M",
+                   help="(default: %(default)s) " + "; ".join(f"{m}: {get_method(m).summary}"
+                                                             for m in registered_methods()))
     p.add_argument("--sparsity", required=True, type=float, metavar="S", help="target weight sparsity in [0, 1)")
     p.add_argument("--out", required=True, metavar="PATH", help="pruned model file (the report goes to PATH.json)")
     p.add_argument("--factory", metavar="MODULE:FUNCTION",

@@ -58,7 +58,7 @@ def prune(
     model: nn.Module,
     data,
     *,
-    method,
+    method="l0",
     sparsity=None,
     eps=None,
     lam=None,
@@ -92,8 +92,10 @@ def prune(
         positions). A one-shot iterator is first stored in a list.
     method : str or dict
         A registered method (:func:`~layertrim.bindings.methods.registered_methods`:
+        ``"l0"`` (the default: the lowest layer error for a target sparsity),
         ``"magnitude"``, ``"iht"``, ``"lasso"``, ``"group_lasso"``,
-        ``"nettrim"``, ``"feta"`` and any added by
+        ``"nettrim"``, ``"feta"``, the baselines ``"wanda"`` and
+        ``"sparsegpt"``, and any added by
         :func:`~layertrim.bindings.methods.register_method`); or a dict layer name -> method name, or
         layer name -> dict of per-layer settings (``method``, ``sparsity``,
         ``eps``, ``lam``, ``pattern``, ``refit``, solver options).

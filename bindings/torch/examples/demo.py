@@ -32,10 +32,10 @@ from layertrim.solvers.base.validation import check_choice, check_sparsity
 from . import mnist
 from ...methods import STATUS_ORDER
 
-METHODS = ("magnitude", "iht", "lasso", "group_lasso", "nettrim", "feta")
+METHODS = ("magnitude", "iht", "l0", "lasso", "group_lasso", "nettrim", "feta")
 SPARSITIES = (0.8, 0.9, 0.95)
 #: the quick run (``layertrim demo --quick``): one sparsity, three methods
-QUICK_METHODS = ("magnitude", "iht", "nettrim")
+QUICK_METHODS = ("magnitude", "l0", "nettrim")
 QUICK_SPARSITIES = (0.9,)
 #: one epoch of masked fine-tuning over the 4,000 training images
 FINE_TUNE_LR, FINE_TUNE_BATCH = 1e-3, 64

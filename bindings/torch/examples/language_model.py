@@ -43,13 +43,13 @@ def windows(data: np.ndarray, n: int, seq_len: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([data[s: s + seq_len] for s in starts]).astype(np.int64))
 
 
-def calibration_batches(num_samples: int = 128, seq_len: int = 128, batch_size: int = 16, seed: int = 0) -> list:
+def calibration_batches(num_samples: int = 128, seq_len: int = 64, batch_size: int = 16, seed: int = 0) -> list:
     """Calibration data as users have it: dicts of ``input_ids`` windows from the calibration split."""
     ids = windows(stdlib_bytes("calibration"), num_samples, seq_len, seed)
     return [{"input_ids": chunk} for chunk in ids.split(batch_size)]
 
 
-def llama_config(blocks: int = 4, hidden: int = 128, seq_len: int = 128):
+def llama_config(blocks: int = 4, hidden: int = 128, seq_len: int = 64):
     import transformers
 
     return transformers.LlamaConfig(
@@ -59,7 +59,7 @@ def llama_config(blocks: int = 4, hidden: int = 128, seq_len: int = 128):
     )
 
 
-def train_llama(config, *, steps: int, seed: int = 0, batch_size: int = 32, lr: float = 3e-3):
+def train_llama(config, *, steps: int, seed: int = 0, batch_size: int = 16, lr: float = 3e-3):
     """Train a fresh Llama on the training split (AdamW, cosine schedule); seeded, global RNGs untouched."""
     import transformers
 
@@ -82,21 +82,21 @@ def train_llama(config, *, steps: int, seed: int = 0, batch_size: int = 32, lr: 
     return model.eval()
 
 
-def trained_llama(seed: int = 0, *, blocks: int = 4, hidden: int = 128, seq_len: int = 128, steps: int = 600,
-                  cache: bool = True):
+def trained_llama(seed: int = 0, *, blocks: int = 4, hidden: int = 128, seq_len: int = 64, steps: int = 500,
+                  batch_size: int = 16, cache: bool = True):
     """The benchmark language model, trained once per setting and cached as a Hugging Face folder."""
     import transformers
 
-    path = cache_dir() / f"llama_stdlib_b{blocks}_h{hidden}_s{seq_len}_st{steps}_seed{seed}"
+    path = cache_dir() / f"llama_stdlib_b{blocks}_h{hidden}_s{seq_len}_st{steps}x{batch_size}_seed{seed}"
     if cache and (path / "config.json").exists():
         return transformers.LlamaForCausalLM.from_pretrained(path).eval()
-    model = train_llama(llama_config(blocks, hidden, seq_len), steps=steps, seed=seed)
+    model = train_llama(llama_config(blocks, hidden, seq_len), steps=steps, seed=seed, batch_size=batch_size)
     if cache:
         model.save_pretrained(path)
     return model
 
 
-def perplexity(model, data: np.ndarray, seq_len: int = 128, batch_size: int = 16, max_windows: int | None = None):
+def perplexity(model, data: np.ndarray, seq_len: int = 64, batch_size: int = 16, max_windows: int | None = None):
     """``exp`` of the mean next-byte NLL over non-overlapping windows of ``data``."""
     n = (len(data) // seq_len) if max_windows is None else min(len(data) // seq_len, max_windows)
     ids = torch.from_numpy(data[: n * seq_len].astype(np.int64)).reshape(n, seq_len)

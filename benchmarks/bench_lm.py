@@ -1,0 +1,104 @@
+"""Prune a small language model and report held-out perplexity, method against method.
+
+The model is the byte-level Llama of
+:mod:`layertrim.bindings.torch.examples.language_model` (trained here on the
+standard library's source, cached). Every method prunes the same copy of it
+on the same calibration set (``--samples`` windows of ``--seqlen`` bytes from
+the calibration split), with the same uniform sparsity in every Linear layer
+of the decoder blocks (embeddings and ``lm_head`` kept), in the cascade
+scheme, without fine-tuning; perplexity on the held-out split. Baselines
+written from their papers run in the same script: ``magnitude`` (no refit),
+``wanda`` and ``sparsegpt``. When ``llmcompressor`` can be imported, its
+``SparseGPTModifier`` and ``WandaPruningModifier`` run on the same model and
+data through ``oneshot`` as an independent check of the two baselines;
+otherwise the table says why not.
+
+Usage: ``python benchmarks/bench_lm.py [--methods ...] [--patterns unstructured 2:4] [--sparsity 0.5]``
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+from layertrim.bindings.methods import registered_methods
+from layertrim.bindings.torch import limit_threads, make_permanent, prune
+from layertrim.bindings.torch.examples import language_model as lm
+
+PEERS = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
+
+
+def _ours(model, calib, method, pattern, sparsity):
+    start = time.perf_counter()
+    prune(model, calib, method=method, sparsity=None if ":" in pattern else sparsity, pattern=pattern,
+          layers="model.layers.*", refit=method != "magnitude", progress=False)
+    make_permanent(model)
+    return time.perf_counter() - start
+
+
+def _llmcompressor(model, calib, method, pattern, sparsity):
+    """The same prune through llmcompressor's ``oneshot`` (raises ImportError when it is not installed)."""
+    import llmcompressor
+    from datasets import Dataset
+    from llmcompressor.modifiers.obcq import SparseGPTModifier
+    from llmcompressor.modifiers.pruning import WandaPruningModifier
+
+    cls = {"sparsegpt": SparseGPTModifier, "wanda": WandaPruningModifier}[method]
+    mask = "0:0" if pattern == "unstructured" else pattern
+    recipe = cls(sparsity=sparsity, mask_structure=mask, targets=["Linear"], ignore=["lm_head"])
+    rows = torch.cat([b["input_ids"] for b in calib])
+    data = Dataset.from_dict({"input_ids": rows.tolist(), "attention_mask": torch.ones_like(rows).tolist()})
+    start = time.perf_counter()
+    llmcompressor.oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=len(rows),
+                          max_seq_length=rows.shape[1])
+    return time.perf_counter() - start
+
+
+def _zeros(model) -> float:
+    ws = [m.weight for n, m in model.named_modules() if n.startswith("model.layers.") and isinstance(m, torch.nn.Linear)]
+    return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=[m for m in ("magnitude", "wanda", "sparsegpt", "iht", "l0")
+                                                          if m in registered_methods()])
+    parser.add_argument("--patterns", nargs="+", default=["unstructured", "2:4"])
+    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--seqlen", type=int, default=64)
+    parser.add_argument("--eval-windows", type=int, default=512)
+    args = parser.parse_args(argv)
+    limit_threads(2)
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    dense = lm.trained_llama()
+    print(f"model: byte-level Llama, {dense.config.num_hidden_layers} blocks, width {dense.config.hidden_size} "
+          f"(trained or loaded in {time.perf_counter() - start:.0f} s)")
+    heldout = lm.stdlib_bytes("heldout")
+    ppl = lambda m: lm.perplexity(m, heldout, seq_len=args.seqlen, max_windows=args.eval_windows)  # noqa: E731
+    calib = lm.calibration_batches(args.samples, args.seqlen)
+    print(f"calibration: {args.samples} x {args.seqlen} bytes; perplexity on {args.eval_windows} held-out windows")
+    print(f"dense perplexity {ppl(dense):.3f}")
+    print(f"{'pattern':12s} {'method':22s} {'sparsity':>8s} {'perplexity':>10s} {'seconds':>8s}")
+    for pattern in args.patterns:
+        for method in args.methods:
+            model = copy.deepcopy(dense)
+            seconds = _ours(model, calib, method, pattern, args.sparsity)
+            print(f"{pattern:12s} {method:22s} {_zeros(model):8.3f} {ppl(model):10.3f} {seconds:8.1f}", flush=True)
+        for method in PEERS:
+            model = copy.deepcopy(dense)
+            try:
+                seconds = _llmcompressor(model, calib, method, pattern, args.sparsity)
+            except ImportError as exc:
+                print(f"{pattern:12s} llmcompressor {method}: not run ({exc})")
+                continue
+            print(f"{pattern:12s} {'llmcompressor ' + method:22s} {_zeros(model):8.3f} {ppl(model):10.3f} "
+                  f"{seconds:8.1f}", flush=True)
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
