@@ -91,21 +91,31 @@ def _add_prune(sub, common) -> None:
         description="Prune a saved torch model layer by layer on calibration inputs and write the pruned "
         "model in sparse form (load it with layertrim.bindings.torch.load_sparse) plus a JSON report.",
     )
-    p.add_argument("model", metavar="MODEL", help="a .pt file: a state dict (with --factory) or a full pickled model")
+    p.add_argument("model", metavar="MODEL", help="a .pt file: a state dict (with --factory) or a full pickled "
+                   "model; or a Hugging Face causal LM folder (save_pretrained)")
     p.add_argument("--data", required=True, metavar="CALIB",
-                   help="calibration inputs: .npy, .npz (array X) or .pt (tensor or (inputs, targets))")
+                   help="calibration inputs: .npy, .npz (array X) or .pt (tensor or (inputs, targets)); for a "
+                   "model folder a text file or a .npy of token ids")
     p.add_argument("--data-key", metavar="KEY", help="array name inside an .npz/.pt dict (default: X)")
     p.add_argument("--method", default="l0", choices=registered_methods(), metavar="M",
                    help="(default: %(default)s) " + "; ".join(f"{m}: {get_method(m).summary}"
                                                              for m in registered_methods()))
-    p.add_argument("--sparsity", required=True, type=float, metavar="S", help="target weight sparsity in [0, 1)")
-    p.add_argument("--out", required=True, metavar="PATH", help="pruned model file (the report goes to PATH.json)")
+    p.add_argument("--sparsity", type=float, metavar="S",
+                   help="target weight sparsity in [0, 1) (not needed with an N:M --pattern)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="pruned model file (the report goes to PATH.json); for a model folder a new folder")
     p.add_argument("--factory", metavar="MODULE:FUNCTION",
                    help="function building the model for a state dict, e.g. mypkg.models:make_net")
     p.add_argument("--scheme", choices=("cascade", "parallel"), default="cascade",
                    help="cascade: inputs from the pruned layers; parallel: from the dense model (default: cascade)")
     p.add_argument("--pattern", default="unstructured", help="sparsity pattern (default: unstructured)")
-    p.add_argument("--layers", nargs="+", metavar="NAME", help="module names to prune (default: all supported)")
+    p.add_argument("--layers", nargs="+", metavar="NAME",
+                   help="layers to prune: names, globs (model.layers.*.mlp.*) or re:regexes (default: all "
+                   "prunable but a language model's lm_head)")
+    p.add_argument("--ignore", nargs="+", metavar="NAME", help="layers to leave out (names, globs, re:regexes)")
+    p.add_argument("--nsamples", type=int, default=128,
+                   help="model folder: calibration sequences (default: %(default)s)")
+    p.add_argument("--seqlen", type=int, default=128, help="model folder: tokens per sequence (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=256, help="calibration batch size (default: %(default)s)")
     p.add_argument("--unsafe-load", action="store_true",
                    help="allow a pickled full model (runs code from the file: only for files you trust)")
@@ -183,10 +193,10 @@ def _run_demo(args) -> int:
 
 
 def _run_prune(args) -> int:
-    from . import cli_prune
+    from . import cli_hf, cli_prune
 
     with _threads(args.threads, torch_needed=True):
-        cli_prune.main(args)
+        (cli_hf if cli_hf.is_model_folder(args.model) else cli_prune).main(args)
     return OK
 
 

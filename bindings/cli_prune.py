@@ -143,7 +143,7 @@ def main(args) -> dict:
     model = load_model(args.model, args.factory, args.unsafe_load)
     batches = calibration_batches(model, args.data, args.data_key, args.batch_size)
     report = prune(model, batches, method=args.method, sparsity=args.sparsity, scheme=args.scheme,
-                   pattern=args.pattern, layers=args.layers, progress=True)
+                   pattern=args.pattern, layers=args.layers, ignore=args.ignore, progress=True)
     print(report)
     save_sparse(model, out)
     summary = {

@@ -69,3 +69,23 @@ def test_pruned_model_round_trips_through_save_pretrained(seed, tmp_path):
     ids = calib[0]["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_cli_prunes_a_model_folder_into_a_loadable_folder(seed, tmp_path, capsys):
+    from layertrim.bindings import cli
+
+    _tiny(seed, blocks=2).save_pretrained(tmp_path / "dense")
+    text = tmp_path / "calib.txt"
+    text.write_bytes(lm.stdlib_bytes("calibration")[:20_000].tobytes())
+    args = ["prune", str(tmp_path / "dense"), "--data", str(text), "--nsamples", "8", "--seqlen", "32",
+            "--pattern", "2:4", "--method", "magnitude", "--ignore", "re:.*o_proj", "--out", str(tmp_path / "out")]
+    assert cli.main(args) == 0
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out")
+    for name, module in loaded.named_modules():
+        if name.startswith("model.layers.") and isinstance(module, torch.nn.Linear):
+            zeros = int((module.weight == 0).sum())
+            assert zeros == (0 if name.endswith("o_proj") else module.weight.numel() // 2), name
+    report = (tmp_path / "out" / "layertrim_report.json").read_text()
+    assert '"calibration": {' in report and '"seqlen": 32' in report
+    assert cli.main(args) == 1  # the folder is no longer empty: refused before any work
+    assert "must be a new or empty folder" in capsys.readouterr().err
