@@ -120,7 +120,7 @@ def main(argv=None) -> None:
                                                         "gpt2-16", "llama-4", "llama-8", "llama-16"])
     parser.add_argument("--engines", nargs="+", default=["blocks", "network"])
     parser.add_argument("--method", default="iht")
-    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run (slower runs are cut)")
     parser.add_argument("--one")
     parser.add_argument("--engine", default="blocks")
     args = parser.parse_args(argv)
@@ -134,7 +134,9 @@ def main(argv=None) -> None:
     by = {(r["model"], r["engine"]): r for r in rows}
     for r in rows:
         base = by.get((r["model"], "network"))
-        speed = "" if r["engine"] != "blocks" or base is None else f"{base['seconds'] / r['seconds']:7.1f}x"
+        speed = "" if r["engine"] != "blocks" or base is None else (
+            f"{base['seconds'] / r['seconds']:7.1f}x" if math.isfinite(base["seconds"])
+            else f">{args.timeout / r['seconds']:.1f}x")
         print(f"{r['model']:14s} {r['engine']:8s} {r['seconds']:9.1f} {r.get('rss_mib', math.nan):8.0f} "
               f"{r.get('rel_error', math.nan):8.4f} {r.get('chain_blocks', 0):6d} {r.get('network_passes', 0):6d} "
               f"{speed:>8s}" + (f"  {r['note']}" if "note" in r else ""))
