@@ -291,3 +291,14 @@ def test_num_samples_takes_the_first_samples_and_cuts_the_last_batch(seed):
         assert torch.equal(va, vb), k
     with pytest.raises(ParameterError, match="num_samples"):
         prune(a, batches, method="magnitude", sparsity=0.5, num_samples=0, progress=False)
+
+
+def test_per_block_type_sparsity_by_glob(seed):
+    model = llama(seed)
+    report = prune(model, token_batches(seed), method="magnitude", refit=False, progress=False,
+                   sparsity={"*.mlp.*": 0.75, "*.self_attn.*": 0.25, "model.layers.1.mlp.down_proj": 0.5})
+    for r in report.layers:
+        want = 0.5 if r.name == "model.layers.1.mlp.down_proj" else (0.75 if ".mlp." in r.name else 0.25)
+        assert r.zeros == int(want * r.total), r.name
+    with pytest.raises(ParameterError, match=r"sparsity names layers \['\*.nothing'\]"):
+        prune(model, token_batches(seed), method="magnitude", sparsity={"*.nothing": 0.5}, progress=False)

@@ -35,7 +35,7 @@ from .cascade import solve_cascade
 from .layer_solve import set_values, solve_layer
 from .report import PruneReport
 from .preflight import check_forward, check_layers, check_model
-from .settings import check_keys, layer_specs, pattern_misfits, tied_layers
+from .settings import layer_specs, pattern_misfits, per_layer, tied_layers
 from .snapshot import ModelSnapshot
 
 SCHEMES = ("cascade", "parallel")
@@ -100,6 +100,7 @@ def prune(
         layer name -> dict of per-layer settings (``method``, ``sparsity``,
         ``eps``, ``lam``, ``pattern``, ``refit``, solver options).
     sparsity, eps, lam : float or dict layer -> float
+        (dict keys may be globs or ``re:`` regexes: ``{"*.mlp.*": 0.6, "*.self_attn.*": 0.4}``)
         Per-layer target (exactly one, as the method accepts): fraction of
         zero weights; Net-Trim's relative error budget ``eps`` (of
         ``||Y||_F``); the lasso/FeTa weight ``lam``.
@@ -167,8 +168,8 @@ def prune(
     found = find_layers(model, layers, ignore)
     check_layers(found)
     skipped = tied_layers(model, found)
-    for value, what in ((method, "method"), (sparsity, "sparsity"), (eps, "eps"), (lam, "lam"), (relu, "relu")):
-        check_keys(value, list(found), what)
+    method, sparsity, eps, lam, relu = (per_layer(v, list(found), what) for v, what in (
+        (method, "method"), (sparsity, "sparsity"), (eps, "eps"), (lam, "lam"), (relu, "relu")))
     if isinstance(method, str):
         get_method(method)
     specs = layer_specs(

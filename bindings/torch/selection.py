@@ -28,7 +28,7 @@ def prunable_layers(model: nn.Module) -> "OrderedDict[str, nn.Module]":
     return OrderedDict((n, m) for n, m in model.named_modules() if n and kind_of(m) is not None)
 
 
-def _matcher(selector: str):
+def matcher(selector: str):
     if not isinstance(selector, str) or not selector:
         raise ParameterError(f"a layer selector must be a non-empty string, got {selector!r}")
     if selector.startswith("re:"):
@@ -77,7 +77,7 @@ def select_layers(model: nn.Module, layers=None, ignore=None) -> "OrderedDict[st
         skip = set(default_ignored(model))
         chosen.update((n, m) for n, m in prunable.items() if n not in skip)
     for selector in _as_list(layers, "layers"):
-        match = _matcher(selector)
+        match = matcher(selector)
         if not any(c in selector for c in "*?[") and not selector.startswith("re:"):
             if selector not in named:
                 raise ParameterError(f"no layer named {selector!r} in the model; prunable layers are "
@@ -89,7 +89,7 @@ def select_layers(model: nn.Module, layers=None, ignore=None) -> "OrderedDict[st
                                  f"{list(prunable)}")
         chosen.update((n, prunable[n]) for n in hits)
     for selector in _as_list(ignore, "ignore"):
-        match = _matcher(selector)
+        match = matcher(selector)
         if not any(match(n) for n in prunable):  # a misspelled name would silently prune the layer it meant
             raise ParameterError(f"ignore selector {selector!r} matches no prunable layer; prunable layers are "
                                  f"{list(prunable)}")

@@ -15,6 +15,7 @@ from layertrim.solvers.base.patterns import parse_pattern
 
 from ..methods import LayerSpec
 from .layers import input_features
+from .selection import matcher
 
 
 def _per_layer(value, name):
@@ -57,11 +58,24 @@ def layer_specs(names, *, method, sparsity, eps, lam, pattern, refit, solver_opt
     return specs
 
 
-def check_keys(value, names, what):
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(names))
-        if unknown:
-            raise ParameterError(f"{what} names layers {unknown} that are not being pruned; layers are {list(names)}")
+def per_layer(value, names, what):
+    """A dict setting resolved to ``layer -> value`` (other values as they are).
+
+    Keys are layer names, globs or ``re:`` regexes (:mod:`.selection`), e.g.
+    ``{"*.mlp.*": 0.6, "*.self_attn.*": 0.4}``; an exact name wins over a
+    pattern, a later pattern over an earlier one. A key that matches no layer
+    being pruned is a ParameterError.
+    """
+    if not isinstance(value, dict):
+        return value
+    out, exact = {}, {}
+    for key, v in value.items():
+        hits = [n for n in names if n == key] or [n for n in names if matcher(key)(n)]
+        if not hits:
+            raise ParameterError(f"{what} names layers [{key!r}] that are not being pruned; layers are {list(names)}")
+        for n in hits:
+            (exact if n == key else out)[n] = v
+    return {**out, **exact}
 
 
 def tied_layers(model: nn.Module, names) -> dict:
