@@ -77,7 +77,7 @@ def _output(model, batch):
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def one(name: str, engine: str, method: str) -> dict:
+def one(name: str, engine: str, method: str, refit: bool = True) -> dict:
     """One prune in this process: seconds, peak RSS, output error, engine facts."""
     from layertrim.bindings.torch import prune
 
@@ -86,7 +86,7 @@ def one(name: str, engine: str, method: str) -> dict:
     with torch.no_grad():
         dense = _output(model, held)
     start = time.perf_counter()
-    report = prune(model, calib, method=method, sparsity=0.5, progress=False, blocks=engine == "blocks")
+    report = prune(model, calib, method=method, sparsity=0.5, progress=False, blocks=engine == "blocks", refit=refit)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         err = float((_output(model, held) - dense).norm() / dense.norm())
@@ -95,8 +95,9 @@ def one(name: str, engine: str, method: str) -> dict:
             "layers": len(report.layers), "skipped": len(report.skipped), **report.engine}
 
 
-def _run(name, engine, method, timeout):
-    cmd = [sys.executable, __file__, "--one", name, "--engine", engine, "--method", method]
+def _run(name, engine, method, timeout, refit):
+    cmd = [sys.executable, __file__, "--one", name, "--engine", engine, "--method", method] + ([] if refit else
+                                                                                                 ["--no-refit"])
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
     except subprocess.TimeoutExpired:
@@ -121,14 +122,17 @@ def main(argv=None) -> None:
     parser.add_argument("--engines", nargs="+", default=["blocks", "network"])
     parser.add_argument("--method", default="iht")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run (slower runs are cut)")
+    parser.add_argument("--no-refit", dest="refit", action="store_false",
+                        help="no least-squares refit (magnitude then costs only the engine's passes)")
     parser.add_argument("--one")
     parser.add_argument("--engine", default="blocks")
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.engine, args.method)))
+        print(json.dumps(one(args.one, args.engine, args.method, args.refit)))
         return
-    rows = [_run(m, e, args.method, args.timeout) for m in args.models for e in args.engines]
-    print(f"prune(method={args.method!r}, sparsity=0.5), cascade, {SAMPLES} calibration samples, 2 threads")
+    rows = [_run(m, e, args.method, args.timeout, args.refit) for m in args.models for e in args.engines]
+    print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}), cascade, {SAMPLES} calibration "
+          "samples, 2 threads")
     print(f"{'model':14s} {'engine':8s} {'seconds':>9s} {'RSS MiB':>8s} {'out err':>8s} {'blocks':>6s} "
           f"{'passes':>6s} {'speedup':>8s}")
     by = {(r["model"], r["engine"]): r for r in rows}

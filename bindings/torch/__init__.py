@@ -38,3 +38,5 @@ from .structure import (
     three_d_prune,
 )
 from .training import accuracy, train
+from .sparse_inference import SparseLinear, to_sparse
+from .structured import prune_structured

@@ -1,0 +1,291 @@
+"""Sparse inference: multiply with a sparse weight where that is measured faster.
+
+:func:`to_sparse` visits every ``nn.Linear`` and every 1x1 ``nn.Conv2d``
+(``groups=1``, ``padding=0``, ``dilation=1``) whose weight holds zeros, times
+the dense product against each sparse layout at the layer's own shape,
+sparsity and device (a micro-benchmark per layer and batch size, median of
+``repeats``), and replaces the layer by a :class:`SparseLinear` only when the
+sparse product is faster at every requested batch size. The decision and the
+timings stay on the module (``.decision``, ``.timings``) and in the returned
+:class:`SparseInferenceReport`.
+
+Layouts: ``"csr"`` and ``"bsr"`` (``torch.sparse``; BSR with square blocks
+that divide the weight's shape) everywhere; ``"2:4"``
+(``torch.sparse.to_sparse_semi_structured``) only on CUDA devices of compute
+capability 8.0 or higher and half-precision weights that follow the 2:4
+pattern; elsewhere the report says why it was skipped.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from functools import partial
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import prune as torch_prune
+
+from layertrim.solvers.base.errors import ParameterError
+from layertrim.solvers.base.validation import check_scalar
+
+from .sparse_report import LayerDecision, SparseInferenceReport
+
+LAYOUTS = ("csr", "bsr", "2:4")
+_BLOCKS = (32, 16, 8, 4)
+
+
+def _is_1x1(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+            and m.padding in ((0, 0), "valid") and m.dilation == (1, 1) and m.padding_mode == "zeros")
+
+
+def _effective_weight(m: nn.Module) -> torch.Tensor:
+    """The ``(out, in)`` weight the layer multiplies with (a ``torch.nn.utils.prune`` mask applied)."""
+    w = m.weight.detach()
+    for hook in m._forward_pre_hooks.values():
+        if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == "weight":
+            w = (getattr(m, "weight_orig") * getattr(m, "weight_mask")).detach()
+    return w.reshape(w.shape[0], -1).clone()
+
+
+def _is_2_4(w: torch.Tensor) -> bool:
+    if w.shape[1] % 4:
+        return False
+    return bool(((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all())
+
+
+def _semi_structured_reason(w: torch.Tensor) -> str | None:
+    """``None`` when 2:4 semi-structured sparsity can run here, else why not."""
+    if w.device.type != "cuda":
+        return f"2:4 needs a CUDA device of compute capability >= 8.0 (weights are on {w.device.type})"
+    if torch.cuda.get_device_capability(w.device) < (8, 0):
+        return "2:4 needs compute capability >= 8.0"
+    if w.dtype not in (torch.float16, torch.bfloat16):
+        return f"2:4 is used for float16/bfloat16 weights here, not {w.dtype}"
+    return None
+
+
+def _sparsify(w: torch.Tensor, layout: str) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return _sparsify_now(w, layout)
+
+
+def _sparsify_now(w: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "csr":
+        return w.to_sparse_csr()
+    if layout == "bsr":
+        block = next(b for b in _BLOCKS if w.shape[0] % b == 0 and w.shape[1] % b == 0)
+        return w.to_sparse_bsr((block, block))
+    return torch.sparse.to_sparse_semi_structured(w)
+
+
+class SparseLinear(nn.Module):
+    """``y = x W^T + b`` with a sparse ``W (out, in)``; also a strided 1x1 convolution (``conv_stride``).
+
+    ``decision`` is the chosen layout, ``timings`` maps batch size to
+    ``{"dense": seconds, layout: seconds, ...}`` as measured by :func:`to_sparse`.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias, layout: str, conv_stride=None):
+        super().__init__()
+        self.layout = layout
+        self.out_features, self.in_features = weight.shape
+        self.conv_stride = None if conv_stride is None else tuple(conv_stride)
+        self.register_buffer("weight", _sparsify(weight, layout) if layout != "2:4" else weight)
+        self._semi = _sparsify(weight, layout) if layout == "2:4" else None
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.decision, self.timings = layout, {}
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        """``W @ x2`` for ``x2 (in, n)``."""
+        if self._semi is not None:
+            return (x2.T @ self._semi.T).T
+        if x2.shape[1] == 1 and self.layout == "csr":  # one sample: the CSR matrix-vector kernel
+            return torch.mv(self.weight, x2[:, 0]).unsqueeze(1)
+        return torch.mm(self.weight, x2.contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv_stride is None:
+            lead = x.shape[:-1]
+            if x.numel() == self.in_features and self.layout == "csr":  # one sample: one addmv call
+                v = x.reshape(-1)
+                y = torch.mv(self.weight, v) if self.bias is None else torch.addmv(self.bias, self.weight, v)
+                return y.reshape(*lead, self.out_features)
+            y = self._matmul(x.reshape(-1, self.in_features).T).T
+            if self.bias is not None:
+                y = y + self.bias
+            return y.reshape(*lead, self.out_features)
+        sh, sw = self.conv_stride
+        x = x[..., ::sh, ::sw]
+        B, C, H, W = x.shape
+        y = self._matmul(x.transpose(0, 1).reshape(C, -1)).reshape(self.out_features, B, H, W).transpose(0, 1)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y.contiguous()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout}"
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, kernel selection)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _check_args(model, min_speedup, batch_sizes, repeats, layouts):
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    min_speedup = check_scalar(min_speedup, "min_speedup", low=0.0)
+    if isinstance(batch_sizes, int) or not hasattr(batch_sizes, "__iter__"):
+        raise ParameterError(f"batch_sizes must be a sequence of positive integers, got {batch_sizes!r}")
+    batch_sizes = tuple(check_scalar(b, "batch_sizes", low=1, integer=True) for b in batch_sizes)
+    if not batch_sizes:
+        raise ParameterError("batch_sizes must not be empty")
+    repeats = check_scalar(repeats, "repeats", low=1, integer=True)
+    layouts = (layouts,) if isinstance(layouts, str) else tuple(layouts)
+    bad = [l for l in layouts if l not in LAYOUTS]
+    if bad or not layouts:
+        raise ParameterError(f"layouts must be a non-empty subset of {LAYOUTS}, got {layouts!r}")
+    return min_speedup, batch_sizes, repeats, layouts
+
+
+def _input_for(m: nn.Module, batch: int, shape_hint) -> torch.Tensor:
+    """A benchmark input of the layer's shape (1x1 conv: the spatial size seen, default 8x8)."""
+    w = m.weight
+    gen = torch.Generator(device=w.device).manual_seed(0)
+    if isinstance(m, nn.Linear):
+        return torch.randn(batch, m.in_features, generator=gen, device=w.device, dtype=w.dtype)
+    h, wd = shape_hint or (8, 8)
+    return torch.randn(batch, m.in_channels, h, wd, generator=gen, device=w.device, dtype=w.dtype)
+
+
+def _dense_fn(m: nn.Module, w: torch.Tensor, bias):
+    """The dense product the layer computes (the mask applied), without its hooks."""
+    if isinstance(m, nn.Linear):
+        return partial(F.linear, weight=w, bias=bias)
+    return partial(F.conv2d, weight=w.reshape(m.weight.shape), bias=bias, stride=m.stride)
+
+
+def _decide(name, m, min_speedup, batch_sizes, repeats, layouts, shape_hint):
+    """Measure dense and each usable layout; return ``(LayerDecision, SparseLinear | None)``."""
+    w = _effective_weight(m)
+    bias = None if m.bias is None else m.bias.detach()
+    d = LayerDecision(name, tuple(w.shape), float((w == 0).float().mean()), "dense")
+    stride = m.stride if isinstance(m, nn.Conv2d) else None
+    candidates = {}
+    for layout in layouts:
+        if layout == "2:4":
+            reason = _semi_structured_reason(w) or (None if _is_2_4(w) else "weight is not 2:4 sparse")
+            if reason:
+                d.notes.append(f"{name}: 2:4 skipped: {reason}")
+                continue
+        if layout == "bsr" and not any(w.shape[0] % b == 0 and w.shape[1] % b == 0 for b in _BLOCKS):
+            d.notes.append(f"{name}: bsr skipped: shape {tuple(w.shape)} has no block size in {_BLOCKS}")
+            continue
+        try:
+            candidates[layout] = SparseLinear(w, bias, layout, stride)
+        except (RuntimeError, NotImplementedError) as exc:
+            d.notes.append(f"{name}: {layout} skipped: {str(exc).splitlines()[0]}")
+    dense_fn = _dense_fn(m, w, bias)
+    with torch.no_grad():
+        for b in batch_sizes:
+            x = _input_for(m, b, shape_hint)
+            d.timings[b] = {"dense": _median_time(lambda: dense_fn(x), repeats)}
+            for layout, mod in list(candidates.items()):
+                try:
+                    d.timings[b][layout] = _median_time(lambda: mod(x), repeats)
+                except (RuntimeError, NotImplementedError) as exc:
+                    d.notes.append(f"{name}: {layout} skipped: {str(exc).splitlines()[0]}")
+                    del candidates[layout]
+    ratios = {l: min(d.timings[b]["dense"] / d.timings[b][l] for b in batch_sizes) for l in candidates}
+    best = max(ratios, key=ratios.get, default=None)
+    if best is None or ratios[best] < min_speedup:
+        return d, None
+    d.decision = best
+    chosen = candidates[best]
+    chosen.decision, chosen.timings = best, d.timings
+    return d, chosen
+
+
+def _record_size(sizes: dict, name: str, module, inputs, output) -> None:
+    sizes.setdefault(name, tuple(inputs[0].shape[-2:]))
+
+
+def _spatial_sizes(model: nn.Module, example) -> dict:
+    """Input spatial size of each 1x1 conv, from one forward pass of ``example`` (if given)."""
+    sizes, hooks = {}, []
+    if example is None:
+        return sizes
+    for n, m in model.named_modules():
+        if _is_1x1(m):
+            hooks.append(m.register_forward_hook(partial(_record_size, sizes, n)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
+def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64), repeats: int = 15,
+              layouts=("csr", "bsr", "2:4"), example=None) -> SparseInferenceReport:
+    """Replace, in place, each pruned Linear / 1x1 Conv2d by a :class:`SparseLinear` where faster.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Pruned weights: plain zeros or ``torch.nn.utils.prune`` masks (a
+        replaced layer's mask is folded into its sparse weight; the masks of
+        layers that stay dense are left as they are — fold them with
+        :func:`~layertrim.bindings.torch.make_permanent`).
+    min_speedup : float >= 0
+        A layer is replaced when ``dense time / sparse time >= min_speedup`` at
+        every batch size; ``0`` replaces every eligible layer (for testing).
+    batch_sizes : sequence of int
+        Batch sizes of the micro-benchmark (rows for Linear, images for conv).
+    repeats : int
+        Timings per batch size and layout; the median is kept.
+    layouts : subset of ``("csr", "bsr", "2:4")``
+    example : tensor, optional
+        One model input, to benchmark 1x1 convolutions at their real spatial size (else 8x8).
+
+    Returns
+    -------
+    SparseInferenceReport
+        Per layer: shape, sparsity, decision, timings; notes on skipped layouts.
+
+    Notes
+    -----
+    Every layer is measured before anything changes, so a failure leaves the
+    model as it was. The sparse product sums in another order than the dense
+    one: outputs agree to float rounding, not bit for bit.
+    """
+    min_speedup, batch_sizes, repeats, layouts = _check_args(model, min_speedup, batch_sizes, repeats, layouts)
+    shapes = _spatial_sizes(model, example)
+    decisions, swaps = [], []
+    for name, m in model.named_modules():
+        if not (isinstance(m, nn.Linear) or _is_1x1(m)) or not name:
+            continue
+        if not bool((_effective_weight(m) == 0).any()):
+            continue
+        d, new = _decide(name, m, min_speedup, batch_sizes, repeats, layouts, shapes.get(name))
+        decisions.append(d)
+        if new is not None:
+            swaps.append((name, new.to(m.weight.device)))
+    modules = dict(model.named_modules())
+    for name, new in swaps:  # nothing below can fail: plain attribute assignments
+        parent, _, child = name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, new)
+    notes = [n for d in decisions for n in d.notes]
+    if not decisions:
+        notes.append("no Linear or 1x1 Conv2d layer has zero weights: nothing to convert")
+    return SparseInferenceReport(decisions, notes)

@@ -1,0 +1,101 @@
+"""Sparse inference: converted layers compute what the dense pruned layers compute."""
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn.utils import prune as torch_prune  # noqa: E402
+
+from layertrim.bindings.torch import sparse_inference as si  # noqa: E402
+from layertrim.bindings.torch.sparse_inference import SparseLinear, to_sparse  # noqa: E402
+from layertrim.solvers import LayerTrimError, ParameterError  # noqa: E402
+from seeding import torch_generator, torch_seed  # noqa: E402
+
+# float32 products of the same terms summed in another order (CSR rows vs BLAS
+# blocks): differences are a few ulps of the partial sums, ~1e-7 relative to
+# |W||x| ~ O(1) here; rtol 1e-5 plus atol 1e-5 leaves two orders of margin.
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def _mlp(seed, sparsity=0.9):
+    with torch_seed(seed):
+        model = nn.Sequential(nn.Linear(40, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 5))
+    g = torch_generator(seed + 1)
+    for layer in (model[0], model[2]):
+        mask = (torch.rand(layer.weight.shape, generator=g) >= sparsity).float()
+        torch_prune.custom_from_mask(layer, "weight", mask)
+    return model.eval()
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_converted_mlp_equals_dense_pruned(seed):
+    model = _mlp(seed)
+    x = torch.randn(7, 40, generator=torch_generator(seed + 2))
+    with torch.no_grad():
+        ref = model(x)
+    report = to_sparse(model, min_speedup=0.0, repeats=1, layouts=("csr",))
+    assert isinstance(model[0], SparseLinear) and isinstance(model[2], SparseLinear)
+    assert isinstance(model[4], nn.Linear)  # dense weight: never a candidate
+    assert [d.decision for d in report.layers] == ["csr", "csr"]
+    assert set(model[0].timings) == {1, 64} and "dense" in model[0].timings[1]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(model(x[:1]), ref[:1], rtol=RTOL, atol=ATOL)  # the matrix-vector path
+    assert "csr" in str(report)
+
+
+def test_bsr_and_strided_1x1_conv(seed):
+    with torch_seed(seed):
+        conv = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2), nn.ReLU())
+    g = torch_generator(seed + 1)
+    conv[0].weight.data[torch.rand(conv[0].weight.shape, generator=g) < 0.8] = 0
+    x = torch.randn(3, 16, 9, 9, generator=g)
+    with torch.no_grad():
+        ref = conv(x)
+        report = to_sparse(conv, min_speedup=0.0, repeats=1, layouts=("bsr",), example=x)
+        assert report.layers[0].decision == "bsr"
+        torch.testing.assert_close(conv(x), ref, rtol=RTOL, atol=ATOL)
+
+
+def test_slower_layers_stay_dense_and_2_4_is_a_message(seed):
+    model = _mlp(seed)
+    before = _state(model)
+    report = to_sparse(model, min_speedup=1e9, repeats=1)
+    assert all(d.decision == "dense" for d in report.layers)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any("2:4" in n and "CUDA" in n for n in report.notes) or torch.cuda.is_available()
+
+
+def test_failure_leaves_model_unchanged(seed, monkeypatch):
+    model = _mlp(seed)
+    before, kinds = _state(model), [type(m) for m in model]
+    calls = []
+
+    def flaky(name, *args):
+        calls.append(name)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real(name, *args)
+
+    real = si._decide
+    monkeypatch.setattr(si, "_decide", flaky)
+    with pytest.raises(RuntimeError):
+        to_sparse(model, min_speedup=0.0, repeats=1)
+    assert [type(m) for m in model] == kinds
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"min_speedup": -1.0}, "min_speedup"), ({"batch_sizes": ()}, "batch_sizes"),
+    ({"batch_sizes": 4}, "batch_sizes"), ({"repeats": 0}, "repeats"), ({"layouts": ("coo",)}, "layouts"),
+])
+def test_bad_arguments_are_named(seed, kwargs, name):
+    with pytest.raises(ParameterError, match=name):
+        to_sparse(_mlp(seed), **kwargs)
+
+
+def test_not_a_module():
+    with pytest.raises(LayerTrimError, match="model"):
+        to_sparse("model.pt")
