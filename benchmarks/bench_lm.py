@@ -13,7 +13,8 @@ written from their papers run in the same script: ``magnitude`` (no refit),
 data through ``oneshot`` as an independent check of the two baselines;
 otherwise the table says why not.
 
-Usage: ``python benchmarks/bench_lm.py [--methods ...] [--patterns unstructured 2:4] [--sparsity 0.5]``
+Usage: ``python benchmarks/bench_lm.py [--methods ...] [--patterns unstructured 2:4] [--sparsities 0.5 0.7]
+[--steps 2000]``
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ PEERS = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
 
 def _ours(model, calib, method, pattern, sparsity):
     start = time.perf_counter()
-    prune(model, calib, method=method, sparsity=None if ":" in pattern else sparsity, pattern=pattern,
+    prune(model, calib, method=method, sparsity=sparsity, pattern=pattern,
           layers="model.layers.*", refit=method != "magnitude", progress=False)
     make_permanent(model)
     return time.perf_counter() - start
@@ -66,7 +67,9 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", nargs="+", default=[m for m in ("magnitude", "wanda", "sparsegpt", "iht", "l0")
                                                           if m in registered_methods()])
     parser.add_argument("--patterns", nargs="+", default=["unstructured", "2:4"])
-    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7],
+                        help="targets of the unstructured rows (N:M fixes its own)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps of the model (cached)")
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--seqlen", type=int, default=64)
     parser.add_argument("--eval-windows", type=int, default=512)
@@ -74,7 +77,7 @@ def main(argv=None) -> None:
     limit_threads(2)
     torch.set_num_threads(2)
     start = time.perf_counter()
-    dense = lm.trained_llama()
+    dense = lm.trained_llama(steps=args.steps)
     print(f"model: byte-level Llama, {dense.config.num_hidden_layers} blocks, width {dense.config.hidden_size} "
           f"(trained or loaded in {time.perf_counter() - start:.0f} s)")
     heldout = lm.stdlib_bytes("heldout")
@@ -83,15 +86,16 @@ def main(argv=None) -> None:
     print(f"calibration: {args.samples} x {args.seqlen} bytes; perplexity on {args.eval_windows} held-out windows")
     print(f"dense perplexity {ppl(dense):.3f}")
     print(f"{'pattern':12s} {'method':22s} {'sparsity':>8s} {'perplexity':>10s} {'seconds':>8s}")
-    for pattern in args.patterns:
+    settings = [(p, s) for p in args.patterns for s in ([None] if ":" in p else args.sparsities)]
+    for pattern, sparsity in settings:
         for method in args.methods:
             model = copy.deepcopy(dense)
-            seconds = _ours(model, calib, method, pattern, args.sparsity)
+            seconds = _ours(model, calib, method, pattern, sparsity)
             print(f"{pattern:12s} {method:22s} {_zeros(model):8.3f} {ppl(model):10.3f} {seconds:8.1f}", flush=True)
         for method in PEERS:
             model = copy.deepcopy(dense)
             try:
-                seconds = _llmcompressor(model, calib, method, pattern, args.sparsity)
+                seconds = _llmcompressor(model, calib, method, pattern, sparsity or 0.5)
             except ImportError as exc:
                 print(f"{pattern:12s} llmcompressor {method}: not run ({exc})")
                 continue

@@ -82,7 +82,7 @@ def train_llama(config, *, steps: int, seed: int = 0, batch_size: int = 16, lr: 
     return model.eval()
 
 
-def trained_llama(seed: int = 0, *, blocks: int = 4, hidden: int = 128, seq_len: int = 64, steps: int = 500,
+def trained_llama(seed: int = 0, *, blocks: int = 4, hidden: int = 128, seq_len: int = 64, steps: int = 2000,
                   batch_size: int = 16, cache: bool = True):
     """The benchmark language model, trained once per setting and cached as a Hugging Face folder."""
     import transformers
