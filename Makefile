@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test test-fast bench notebooks clean
+.PHONY: demo test test-fast bench bench-lm-peers notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,17 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/layertrim bench
 
+# A separate environment for the language-model benchmark with llmcompressor as an
+# independent check of the wanda/sparsegpt baselines (it pins its own transformers).
+PEERS := .venv-peers
+$(PEERS)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet "$(TORCH_PIN)"
+	$(PEERS)/bin/pip install --quiet llmcompressor -e ".[torch,hf]" "$(TORCH_PIN)"
+	touch $@
+
+bench-lm-peers: $(PEERS)/.installed
+	$(PEERS)/bin/python benchmarks/bench_lm.py --methods magnitude wanda sparsegpt iht l0
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(PEERS) build *.egg-info
