@@ -48,13 +48,27 @@ def _llmcompressor(model, calib, method, pattern, sparsity):
 
     cls = {"sparsegpt": SparseGPTModifier, "wanda": WandaPruningModifier}[method]
     mask = "0:0" if pattern == "unstructured" else pattern
-    recipe = cls(sparsity=sparsity, mask_structure=mask, targets=["Linear"], ignore=["lm_head"])
+    recipe = cls(sparsity=sparsity, mask_structure=mask, targets=[r"re:model\.layers\.\d+\..*_proj$"],
+                 ignore=["lm_head"])
     rows = torch.cat([b["input_ids"] for b in calib])
     data = Dataset.from_dict({"input_ids": rows.tolist(), "attention_mask": torch.ones_like(rows).tolist()})
     start = time.perf_counter()
     llmcompressor.oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=len(rows),
-                          max_seq_length=rows.shape[1])
+                          max_seq_length=rows.shape[1], processor=_byte_tokenizer())
     return time.perf_counter() - start
+
+
+def _byte_tokenizer():
+    """A transformers tokenizer whose ids are byte values (the model is byte level); oneshot requires one."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {ch: b for b, ch in bytes_to_unicode().items()}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=bytes_to_unicode()[0])
 
 
 def _zeros(model) -> float:
