@@ -39,7 +39,7 @@ $(PEERS)/.installed: pyproject.toml
 	touch $@
 
 bench-lm-peers: $(PEERS)/.installed
-	$(PEERS)/bin/python benchmarks/bench_lm.py --methods magnitude wanda sparsegpt iht l0
+	$(PEERS)/bin/python benchmarks/bench_llm.py
 
 clean:
 	rm -rf $(VENV) $(PEERS) build *.egg-info

@@ -13,28 +13,59 @@ written from their papers run in the same script: ``magnitude`` (no refit),
 data through ``oneshot`` as an independent check of the two baselines;
 otherwise the table says why not.
 
-Usage: ``python benchmarks/bench_lm.py [--methods ...] [--patterns unstructured 2:4] [--sparsities 0.5 0.7]
-[--steps 2000]``
+Usage: ``python benchmarks/bench_llm.py [--methods ...] [--patterns unstructured 2:4] [--sparsities 0.5 0.6 0.7 0.8]
+[--steps 2000] [--no-peers]``
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import math
+import os
+import threading
 import time
+from pathlib import Path
 
 import torch
 
-from layertrim.bindings.methods import registered_methods
 from layertrim.bindings.torch import limit_threads, make_permanent, prune
 from layertrim.bindings.torch.examples import language_model as lm
 
 PEERS = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
+#: row label -> (method, solver options)
+METHODS = {"magnitude": ("magnitude", {}), "wanda": ("wanda", {}), "sparsegpt": ("sparsegpt", {}),
+           "iht": ("iht", {}), "iht+swaps": ("iht", {"swaps": True}), "l0": ("l0", {})}
 
 
-def _ours(model, calib, method, pattern, sparsity):
+class PeakRSS:
+    """Peak resident memory (MiB) while the block runs, sampled every 10 ms from /proc (nan elsewhere)."""
+
+    def __enter__(self):
+        self.peak, self.stop = math.nan, threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self):
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while not self.stop.is_set():
+            try:
+                rss = int(Path("/proc/self/statm").read_text().split()[1]) * page
+            except OSError:
+                return
+            self.peak = rss if math.isnan(self.peak) else max(self.peak, rss)
+            self.stop.wait(0.01)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def _ours(model, calib, label, pattern, sparsity):
+    method, options = METHODS[label]
     start = time.perf_counter()
     prune(model, calib, method=method, sparsity=sparsity, pattern=pattern,
-          layers="model.layers.*", refit=method != "magnitude", progress=False)
+          layers="model.layers.*", refit=method != "magnitude", progress=False, **options)
     make_permanent(model)
     return time.perf_counter() - start
 
@@ -78,11 +109,11 @@ def _zeros(model) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", nargs="+", default=[m for m in ("magnitude", "wanda", "sparsegpt", "iht", "l0")
-                                                          if m in registered_methods()])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--patterns", nargs="+", default=["unstructured", "2:4"])
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7],
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8],
                         help="targets of the unstructured rows (N:M fixes its own)")
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip the llmcompressor rows")
     parser.add_argument("--steps", type=int, default=2000, help="training steps of the model (cached)")
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--seqlen", type=int, default=64)
@@ -99,22 +130,25 @@ def main(argv=None) -> None:
     calib = lm.calibration_batches(args.samples, args.seqlen)
     print(f"calibration: {args.samples} x {args.seqlen} bytes; perplexity on {args.eval_windows} held-out windows")
     print(f"dense perplexity {ppl(dense):.3f}")
-    print(f"{'pattern':12s} {'method':22s} {'sparsity':>8s} {'perplexity':>10s} {'seconds':>8s}")
+    print(f"{'pattern':12s} {'method':22s} {'sparsity':>8s} {'perplexity':>10s} {'seconds':>8s} {'peak MiB':>8s}")
     settings = [(p, s) for p in args.patterns for s in ([None] if ":" in p else args.sparsities)]
     for pattern, sparsity in settings:
         for method in args.methods:
             model = copy.deepcopy(dense)
-            seconds = _ours(model, calib, method, pattern, sparsity)
-            print(f"{pattern:12s} {method:22s} {_zeros(model):8.3f} {ppl(model):10.3f} {seconds:8.1f}", flush=True)
-        for method in PEERS:
+            with PeakRSS() as mem:
+                seconds = _ours(model, calib, method, pattern, sparsity)
+            print(f"{pattern:12s} {method:22s} {_zeros(model):8.3f} {ppl(model):10.3f} {seconds:8.1f} "
+                  f"{mem.peak:8.0f}", flush=True)
+        for method in PEERS if args.peers else ():
             model = copy.deepcopy(dense)
             try:
-                seconds = _llmcompressor(model, calib, method, pattern, sparsity or 0.5)
+                with PeakRSS() as mem:
+                    seconds = _llmcompressor(model, calib, method, pattern, sparsity or 0.5)
             except ImportError as exc:
                 print(f"{pattern:12s} llmcompressor {method}: not run ({exc})")
                 continue
             print(f"{pattern:12s} {'llmcompressor ' + method:22s} {_zeros(model):8.3f} {ppl(model):10.3f} "
-                  f"{seconds:8.1f}", flush=True)
+                  f"{seconds:8.1f} {mem.peak:8.0f}", flush=True)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
