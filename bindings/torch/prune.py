@@ -153,8 +153,10 @@ def prune(
     -----
     Cascade: for layer ``l`` in execution order, ``X_l`` is captured from
     the model whose layers ``< l`` already hold their solved weights, ``Y_l``
-    from the same model with those layers at their dense values, in one pass
-    over ``data`` (two forward calls per batch; no copy of the model).
+    from the same model with those layers at their dense values (no copy of
+    the model). Inside the model's chain of blocks this runs block by block
+    from cached block inputs (:mod:`.cascade`: cost linear in depth); other
+    layers take one pass over ``data`` each.
     Parallel: one pass captures every layer from the dense model. The masks
     are registered after every layer is solved; on any failure the model is
     restored.
