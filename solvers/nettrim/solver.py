@@ -96,6 +96,8 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
     ------
     InfeasibleError
         ``relu=False`` and ``eps`` is below the least-squares residual.
+    ParameterError
+        ``relu=True`` with negative entries in ``Y`` (not post-ReLU outputs).
 
     Notes
     -----
@@ -143,6 +145,11 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
     relu, intercept = check_bool(relu, "relu"), check_bool(intercept, "intercept")
     if V is not None and not relu:
         raise ParameterError("V (upper bounds on Omega^c) applies only to relu=True")
+    if relu and np.any(Y < 0):
+        raise ParameterError(
+            "Y has negative entries, but relu=True expects post-ReLU outputs (>= 0); "
+            "pass relu=False to match pre-activations"
+        )
     prob = _Problem(X, Y, relu=relu, intercept=intercept, V=V, eps_mode=eps_mode)
     opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every, s=penalty_ratio)
     if eps is not None:
