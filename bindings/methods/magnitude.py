@@ -12,5 +12,6 @@ def solve(problem, spec):
 METHOD = Method(
     name="magnitude", data="gram", targets=("sparsity",), patterns=ALL_PATTERNS,
     options=keyword_options(project, exclude=("sparsity", "pattern")), solve=solve,
+    separable=("per_output", "n:m"),
     summary="largest |W| under the pattern, then least-squares refit (the baseline)",
 )

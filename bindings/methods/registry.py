@@ -98,6 +98,10 @@ class Method:
         One line for help texts.
     linear_fallback : str, optional
         The method used on layers that no ReLU follows (FeTa -> lasso).
+    separable : tuple
+        Pattern kinds on which the method solves every output column on its
+        own: a block of columns solved alone gives exactly those columns of
+        the whole solve (``prune(column_blocks=...)`` splits only these).
     """
 
     name: str
@@ -108,6 +112,7 @@ class Method:
     solve: Callable
     summary: str = ""
     linear_fallback: str | None = None
+    separable: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -120,6 +125,8 @@ class Method:
         bad = [p for p in self.patterns if p not in ALL_PATTERNS]
         if bad or not self.patterns:
             raise ParameterError(f"method {self.name!r}: patterns must be a non-empty subset of {ALL_PATTERNS}")
+        if not set(self.separable) <= set(self.patterns):
+            raise ParameterError(f"method {self.name!r}: separable must be a subset of its patterns {self.patterns}")
         if not callable(self.solve):
             raise ParameterError(f"method {self.name!r}: solve must be callable")
 
@@ -129,6 +136,16 @@ class Method:
             raise ParameterError(
                 f"layer {layer!r}: method {self.name!r} cannot honour pattern {str(pattern)!r}; "
                 f"it honours {list(self.patterns)} (magnitude and iht honour every pattern)"
+            )
+
+    def check_separable(self, pattern, layer: str) -> None:
+        """The method solves ``pattern``'s output columns independently (else a ParameterError)."""
+        if parse_pattern(pattern).kind not in self.separable:
+            splits = [(m.name, m.separable) for m in _REGISTRY.values() if m.separable]
+            raise ParameterError(
+                f"layer {layer!r}: method {self.name!r} with pattern {str(pattern)!r} couples its output "
+                f"columns, so column_blocks > 1 would change the result; methods and patterns that "
+                f"split exactly: {splits}"
             )
 
     def check_options(self, options: dict, layer: str) -> None:

@@ -100,14 +100,20 @@ def _refit(problem: LayerProblem, W):
     return refit_support(X, Y, W != 0, intercept=problem.intercept)
 
 
-def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gamma: float) -> GroupSolution:
-    """Solve one group's problem (``data``: GramStats or ``(X, Y)``) with the layer's method."""
+def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gamma: float,
+                methods: dict | None = None) -> GroupSolution:
+    """Solve one group's problem (``data``: GramStats or ``(X, Y)``) with the layer's method.
+
+    ``methods`` (name -> :class:`Method`) replaces the registry lookup, so that
+    a worker process solves with the methods of the process that sent the task.
+    """
     start = time.perf_counter()
     problem = LayerProblem(data=data, W0=W0, b0=b0, relu=relu, cascade=cascade, gamma=gamma)
-    method = get_method(spec.method)
+    lookup = get_method if methods is None else methods.__getitem__
+    method = lookup(spec.method)
     options = spec.options
     if method.linear_fallback is not None and not relu:
-        method = get_method(method.linear_fallback)
+        method = lookup(method.linear_fallback)
         options = {k: v for k, v in options.items() if k in method.options}
     if spec.sparsity == 0.0:  # keep every weight; only the refit below may change values
         sol = Solution(W=W0, b=b0, refit=not (relu and method.data == "rows"))

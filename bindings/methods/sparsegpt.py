@@ -14,5 +14,6 @@ def solve(problem, spec):
 METHOD = Method(
     name="sparsegpt", data="gram", targets=("sparsity",), patterns=PATTERNS,
     options=keyword_options(sparsegpt, exclude=("sparsity", "pattern", "W0", "mask")), solve=solve,
+    separable=("per_output", "n:m"),
     summary="SparseGPT: blocked OBS sweep with adaptive masks, bias kept, no refit (baseline)",
 )

@@ -13,5 +13,6 @@ def solve(problem, spec):
 
 METHOD = Method(
     name="wanda", data="gram", targets=("sparsity",), patterns=PATTERNS, options=frozenset(), solve=solve,
+    separable=PATTERNS,
     summary="Wanda: largest |W| * input norm per output, no update, no refit (baseline)",
 )

@@ -33,7 +33,7 @@ from .attention import attention_host, layer_hook
 from .batches import model_batches, module_device
 from .blocks import find_chain, first_tensor, trace_calls
 from .capture import Collector, capture, relu_layers
-from .layer_solve import param_tensor, set_values, solve_layer
+from .layer_solve import finish_layer, param_tensor, set_values
 from .layers import output_rows, unfold_input
 from .passes import TargetSwap
 
@@ -70,10 +70,10 @@ class Cascade:
     def _relu(self, name) -> bool:
         return dict(self.run.relu or {}).get(name, name in self.detected)
 
-    def _keep(self, name, ld) -> None:
-        """Store the solution, write it into the model, remember the dense values."""
+    def _keep(self, name, pending) -> None:
+        """Store the solution of the submitted layer, write it into the model, remember the dense values."""
         module = self.run.found[name]
-        self.solved[name] = solve_layer(name, module, self.run.specs[name], ld, cascade=True, gamma=self.run.gamma)
+        self.solved[name] = finish_layer(pending)
         tensors = [param_tensor(module, "weight")] + ([param_tensor(module, "bias")] if module.bias is not None else [])
         self.dense_values += [(t, self.snapshot.recorded(t)) for t in tensors]
         W, b, _ = self.solved[name]
@@ -87,7 +87,7 @@ class Cascade:
         ld = capture(self.model, run.data, layers=[name], mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
                      target_values=self.dense_values, relu=run.relu)[name]
         self.engine["network_passes"] += 1
-        self._keep(name, ld)
+        self._keep(name, self.run.start(name, ld, cascade=True))
 
     def chain(self, units, calls, order) -> None:
         """Every layer of ``order`` inside the chain ``units``, block by block."""
@@ -103,9 +103,11 @@ class Cascade:
             unit_values = []
             for group in _groups(names, calls):
                 self.bar.set_postfix_str(",".join(group))
-                for name, ld in self._capture_group(module, i, group, dense, pruned, keeps, unit_values).items():
+                captured = self._capture_group(module, i, group, dense, pruned, keeps, unit_values)
+                pending = {name: self.run.start(name, ld, cascade=True) for name, ld in captured.items()}
+                for name in captured:  # the group's layers share their input: solved concurrently
                     before = len(self.dense_values)
-                    self._keep(name, ld)
+                    self._keep(name, pending[name])
                     unit_values += self.dense_values[before:]
             if not last:
                 nxt = units[i + 1].hidden

@@ -1,36 +1,78 @@
-"""One layer's solve: every group through its method, the solution as tensors and a report line.
+"""One layer's solve: every group (and column block) through its method, the solution as tensors and a report line.
 
+:func:`start_layer` submits a layer's tasks to a :class:`~.tasks.TaskPool`,
+:func:`finish_layer` stitches their solutions.
 ``set_values`` writes solved values into the tensors that hold them
 (``weight_orig`` under a ``torch.nn.utils.prune`` reparametrization).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from ..methods import STATUS_ORDER, solve_group
+from layertrim.solvers.base.gram import GramStats
+
+from ..methods import STATUS_ORDER, GroupSolution, get_method, solve_group
 from .capture import _as_numpy
 from .layers import bias_vectors, weight_from_matrices, weight_matrices
 from .report import LayerReport
+from .tasks import TaskPool, column_blocks
 
 
-def solve_layer(name, module, spec, data, *, cascade, gamma):
-    """Solve every group of one layer; returns (weight tensor, bias tensor or None, LayerReport)."""
+@dataclass
+class PendingLayer:
+    """A layer whose group/block tasks are submitted: ``futures[j]`` holds group ``j``'s blocks."""
+
+    name: str
+    module: torch.nn.Module
+    data: object
+    futures: list
+    has_bias: bool
+
+
+def start_layer(name, module, spec, data, *, cascade, gamma, pool: TaskPool, blocks=1) -> PendingLayer:
+    """Submit one task per group and column block (``blocks`` > 1 only for separable methods)."""
     W0 = _as_numpy(weight_matrices(module))
     b0 = bias_vectors(module)
     b0 = None if b0 is None else _as_numpy(b0)
-    sols = [
-        solve_group(spec, g_data, W0[j], None if b0 is None else b0[j], relu=data.relu, cascade=cascade, gamma=gamma)
-        for j, g_data in enumerate(data.groups)
-    ]
+    method = get_method(spec.method)
+    methods = {spec.method: method}
+    if method.linear_fallback is not None:
+        methods[method.linear_fallback] = get_method(method.linear_fallback)
+    futures = []
+    for j, g_data in enumerate(data.groups):
+        slices = column_blocks(W0[j].shape[1], blocks)
+        shared = pool.share(g_data) if len(slices) > 1 else g_data
+        futures.append([
+            pool.submit(solve_block, spec, shared, cols, W0[j] if cols is None else W0[j][:, cols],
+                        None if b0 is None else (b0[j] if cols is None else b0[j][cols]),
+                        relu=data.relu, cascade=cascade, gamma=gamma, methods=methods)
+            for cols in slices
+        ])
+    return PendingLayer(name=name, module=module, data=data, futures=futures, has_bias=b0 is not None)
+
+
+def solve_block(spec, data, cols, W0, b0, *, relu, cascade, gamma, methods) -> GroupSolution:
+    """One group's problem restricted to the output columns ``cols`` (None: all of them)."""
+    if cols is not None:
+        data = data.columns(cols) if isinstance(data, GramStats) else (data[0], data[1][:, cols])
+    return solve_group(spec, data, W0, b0, relu=relu, cascade=cascade, gamma=gamma, methods=methods)
+
+
+def finish_layer(pending: PendingLayer):
+    """Wait for the tasks, stitch the column blocks; returns (weight, bias or None, LayerReport)."""
+    sols = [_stitch([f.result() for f in group]) for group in pending.futures]
+    module, data = pending.module, pending.data
     dtype = module.weight.dtype
     W = weight_from_matrices(module, torch.as_tensor(np.stack([s.W for s in sols])).to(dtype))
-    b = None if b0 is None else torch.as_tensor(np.concatenate([s.b for s in sols])).to(dtype)
+    b = torch.as_tensor(np.concatenate([s.b for s in sols])).to(dtype) if pending.has_bias else None
     err2, norm2 = sum(s.err2 for s in sols), sum(s.norm2 for s in sols)
     info = dict(sols[0].info) if len(sols) == 1 else {"groups": [s.info for s in sols]}
     info["rows_seen"] = data.rows_seen
     report = LayerReport(
-        name=name,
+        name=pending.name,
         method=sols[0].method,
         shape=tuple(module.weight.shape),
         zeros=int((W == 0).sum()),
@@ -43,6 +85,24 @@ def solve_layer(name, module, spec, data, *, cascade, gamma):
         info=info,
     )
     return W, b, report
+
+
+def _stitch(blocks: list) -> GroupSolution:
+    """One group's solution from its column blocks, side by side."""
+    if len(blocks) == 1:
+        return blocks[0]
+    first = blocks[0]
+    return GroupSolution(
+        W=np.hstack([s.W for s in blocks]),
+        b=None if first.b is None else np.concatenate([s.b for s in blocks]),
+        method=first.method,
+        status=max((s.status for s in blocks), key=STATUS_ORDER.index),
+        iterations=sum(s.iterations for s in blocks),
+        time=sum(s.time for s in blocks),
+        err2=sum(s.err2 for s in blocks),
+        norm2=sum(s.norm2 for s in blocks),
+        info={**first.info, "column_blocks": len(blocks)},
+    )
 
 
 def param_tensor(module, name):

@@ -32,11 +32,12 @@ from .attention import explicit_attention
 from .batches import first_samples, reusable
 from .capture import capture, find_layers
 from .cascade import solve_cascade
-from .layer_solve import set_values, solve_layer
+from .layer_solve import PendingLayer, finish_layer, set_values, start_layer
 from .report import PruneReport
 from .preflight import check_forward, check_layers, check_model
 from .settings import layer_specs, pattern_misfits, per_layer, tied_layers
 from .snapshot import ModelSnapshot
+from .tasks import TaskPool
 
 SCHEMES = ("cascade", "parallel")
 
@@ -76,6 +77,7 @@ def prune(
     num_samples: int | None = None,
     strict: bool = False,
     blocks: bool = True,
+    column_blocks: int = 1,
     **solver_options,
 ) -> PruneReport:
     """Prune ``model``'s Linear/Conv layers in place; return a :class:`PruneReport`.
@@ -125,8 +127,12 @@ def prune(
         Net-Trim on layers without ReLU).
     progress : bool
         A tqdm bar over layers.
-    executor : concurrent.futures.Executor, optional
-        Solves layers concurrently in the parallel scheme.
+    executor : concurrent.futures.Executor or dask.distributed.Client, optional
+        Where the layer problems are solved (:mod:`.tasks`): every layer at
+        once in the parallel scheme, the layers that share an input (and
+        their column blocks) at once in the cascade. A Dask client spreads a
+        large model over the machines of a cluster; the Gram statistics go
+        to each worker once, and a task whose worker dies is resubmitted.
     relu : dict layer -> bool, optional
         Overrides whether a ReLU follows a layer (auto-detected in
         ``nn.Sequential``).
@@ -142,6 +148,12 @@ def prune(
         Run the cascade block by block from cached block inputs
         (:mod:`.cascade`); ``False`` captures every layer over the whole
         network (same result, cost quadratic in depth).
+    column_blocks : int >= 1
+        Split every layer's outputs into this many blocks solved as separate
+        tasks (on ``executor``), then stitched. Only for the methods and
+        patterns that solve each output column on its own (``Method.separable``:
+        magnitude and sparsegpt with per-output and N:M patterns, wanda), so
+        the result equals the unsplit solve; others raise ParameterError.
     **solver_options
         Passed to every solver call (``tol``, ``max_iter``, ...).
 
@@ -183,17 +195,22 @@ def prune(
     specs = OrderedDict((n, specs[n]) for n in names)
     if num_samples is not None:
         num_samples = check_scalar(num_samples, "num_samples", low=1, integer=True)
+    column_blocks = check_scalar(column_blocks, "column_blocks", low=1, integer=True)
+    if column_blocks > 1:
+        for name, spec in specs.items():
+            get_method(spec.method).check_separable(spec.pattern, name)
+    pool = TaskPool(executor)
     data = first_samples(reusable(data), num_samples)
-    run = _Run(found=found, specs=specs, data=data, max_rows=max_rows, seed=seed, relu=relu, gamma=gamma)
+    run = _Run(found=found, specs=specs, data=data, max_rows=max_rows, seed=seed, relu=relu, gamma=gamma,
+               pool=pool, column_blocks=column_blocks)
     with explicit_attention():
         check_forward(model, run.data)
-        solved, engine = _solve_all(model, run, names, scheme=scheme, progress=progress, executor=executor,
-                                    blocks=blocks)
+        solved, engine = _solve_all(model, run, names, scheme=scheme, progress=progress, blocks=blocks)
     return PruneReport(layers=[solved[n][2] for n in names], scheme=scheme, time=time.perf_counter() - start,
                        skipped=skipped, engine=engine)
 
 
-def _solve_all(model, run, names, *, scheme, progress, executor, blocks) -> tuple:
+def _solve_all(model, run, names, *, scheme, progress, blocks) -> tuple:
     """Solve and write every layer; on any exception the model is restored first."""
     snapshot = ModelSnapshot(model)
     try:
@@ -203,7 +220,7 @@ def _solve_all(model, run, names, *, scheme, progress, executor, blocks) -> tupl
             if scheme == "cascade":
                 solved, engine = solve_cascade(model, run, names, snapshot, bar, blocks=blocks)
             else:
-                solved, engine = _solve_parallel(model, run, names, executor, bar), {"network_passes": 1}
+                solved, engine = _solve_parallel(model, run, names, bar), {"network_passes": 1}
         for name in names:
             W, b, _ = solved[name]
             _write_layer(run.found[name], W, b)
@@ -224,23 +241,26 @@ class _Run:
     seed: int
     relu: object
     gamma: float
+    pool: TaskPool
+    column_blocks: int
 
     def modes(self) -> dict:
         return {n: s.mode for n, s in self.specs.items()}
 
+    def start(self, name, data, *, cascade: bool) -> PendingLayer:
+        """Submit layer ``name``'s tasks on ``data`` (its captured :class:`LayerData`)."""
+        return start_layer(name, self.found[name], self.specs[name], data, cascade=cascade, gamma=self.gamma,
+                           pool=self.pool, blocks=self.column_blocks)
 
-def _solve_parallel(model, run: _Run, names, executor, bar) -> OrderedDict:
-    """One capture of every layer from the dense model; layers solved in turn or on ``executor``."""
+
+def _solve_parallel(model, run: _Run, names, bar) -> OrderedDict:
+    """One capture of every layer from the dense model; every layer's tasks submitted at once."""
     captured = capture(model, run.data, layers=names, mode=run.modes(), max_rows=run.max_rows, seed=run.seed,
                        relu=run.relu)
-
-    def solve(n):
-        return solve_layer(n, run.found[n], run.specs[n], captured[n], cascade=False, gamma=run.gamma)
-
+    pending = {n: run.start(n, captured[n], cascade=False) for n in names}
     solved = OrderedDict()
-    futures = None if executor is None else {n: executor.submit(solve, n) for n in names}
     for name in names:
         bar.set_postfix_str(name)
-        solved[name] = solve(name) if futures is None else futures[name].result()
+        solved[name] = finish_layer(pending[name])
         bar.update()
     return solved

@@ -198,6 +198,16 @@ class GramStats:
         self._require()
         return self.syy + self.n_samples * self.y_mean**2
 
+    def columns(self, cols) -> "GramStats":
+        """The statistics of the outputs ``cols`` alone (a slice or indices); ``X^T X`` is shared, not copied."""
+        self._require()
+        sub = GramStats()
+        sub.n_samples, sub._dtype32 = self.n_samples, self._dtype32
+        sub.x_mean, sub.Sxx = self.x_mean, self.Sxx
+        sub.y_mean, sub.syy = self.y_mean[cols].copy(), self.syy[cols].copy()
+        sub.Sxy = np.ascontiguousarray(self.Sxy[:, cols])
+        return sub
+
     def quadratic(self, intercept: bool = True) -> Quadratic:
         """The Gram form of the squared loss, divided by ``P`` (centered if ``intercept``)."""
         self._require()
