@@ -125,6 +125,12 @@ def patterns_that_do_not_fit_name_the_pattern(seed):
     _raises(ParameterError, "fixes the sparsity", project, np.vstack([W, W[:2]]), sparsity=0.3, pattern="2:4")
 
 
+def pre_activations_to_the_relu_program_are_refused(seed):
+    X, Y = _layer(seed)  # linear outputs: about half negative
+    _raises(ParameterError, "relu=True expects post-ReLU outputs", nettrim, X, Y, eps=0.2)
+    assert nettrim(X, Y, eps=0.2, relu=False).status == "optimal"
+
+
 def a_sparsity_of_one_is_refused(seed):
     X, Y = _layer(seed)
     _raises(ParameterError, "sparsity must be < 1.0", lasso, X, Y, sparsity=1)
@@ -252,7 +258,8 @@ CASES = {f.__name__: f for f in [
     one_dimensional_targets, integer_data_is_solved_as_float64, strided_and_fortran_views_give_the_contiguous_answer,
     read_only_inputs_are_accepted, inputs_are_never_modified, a_transposed_layer_names_the_samples,
     weights_in_the_wrong_orientation_name_the_argument, patterns_that_do_not_fit_name_the_pattern,
-    a_sparsity_of_one_is_refused, statistics_and_arrays_together_are_refused, group_selection_keeping_more_than_exists,
+    pre_activations_to_the_relu_program_are_refused, a_sparsity_of_one_is_refused,
+    statistics_and_arrays_together_are_refused, group_selection_keeping_more_than_exists,
     grda_step_on_a_transposed_view, prune_mistakes_leave_the_model_as_it_was,
     prune_takes_one_tensor_or_a_one_pass_generator, fine_tune_batches_the_model_rejects, fine_tune_takes_numpy_batches,
     load_sparse_into_something_that_is_not_a_model, cli_mistakes_are_one_line,
