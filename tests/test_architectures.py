@@ -293,6 +293,20 @@ def test_num_samples_takes_the_first_samples_and_cuts_the_last_batch(seed):
         prune(a, batches, method="magnitude", sparsity=0.5, num_samples=0, progress=False)
 
 
+def test_max_tokens_counts_the_real_tokens_and_keeps_whole_samples(seed):
+    batches = token_batches(seed, n=2, batch=4)
+    batches[0]["attention_mask"][:, 8:] = 0  # 8 real tokens in each sample of the first batch
+    a, b = llama(seed), llama(seed)
+    ra = prune(a, batches, method="magnitude", sparsity=0.5, max_tokens=8 * 4 + 12 * 2 + 5, progress=False)
+    cut = [batches[0], {k: v[:2] for k, v in batches[1].items()}]  # 32 + 24 tokens; a third sample would cross
+    rb = prune(b, cut, method="magnitude", sparsity=0.5, progress=False)
+    assert ra.layers[0].info["rows_seen"] == 8 * 4 + 12 * 2 == rb.layers[0].info["rows_seen"]
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    with pytest.raises(LayerTrimError, match="max_tokens=5 holds no whole sample"):
+        prune(a, batches, method="magnitude", sparsity=0.5, max_tokens=5, progress=False)
+
+
 def test_per_block_type_sparsity_by_glob(seed):
     model = llama(seed)
     report = prune(model, token_batches(seed), method="magnitude", refit=False, progress=False,

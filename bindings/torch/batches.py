@@ -150,3 +150,32 @@ def first_samples(data: Iterable, num_samples=None) -> list | Iterable:
         out.append(item if size <= left else _head(item, left))
         left -= size
     return out
+
+
+def _token_counts(item) -> torch.Tensor:
+    """Real tokens per sample: the attention mask's ones, else ``T`` of a ``(B, T, ...)`` input (1 for ``(B,)``)."""
+    batch = to_batch(item)
+    if batch.mask is not None:
+        return (batch.mask != 0).sum(dim=1)
+    B = _batch_size(item)
+    first = next(v for v in list(batch.args) + list(batch.kwargs.values()) if isinstance(v, torch.Tensor))
+    return torch.full((B,), int(first.shape[1]) if first.dim() >= 2 else 1)
+
+
+def first_tokens(data: Iterable, max_tokens=None) -> list | Iterable:
+    """The calibration items holding the first whole samples with at most ``max_tokens`` tokens in all."""
+    if max_tokens is None:
+        return data
+    out, left, counts = [], max_tokens, None
+    for item in data:
+        counts = _token_counts(item)
+        fit = int((counts.cumsum(0) <= left).sum())
+        if fit:
+            out.append(item if fit == len(counts) else _head(item, fit))
+            left -= int(counts[:fit].sum())
+        if fit < len(counts):
+            break
+    if not out:
+        first = "no data" if counts is None else f"{int(counts[0])} tokens in the first sample"
+        raise EmptyDataError(f"max_tokens={max_tokens} holds no whole sample ({first})")
+    return out

@@ -29,7 +29,7 @@ from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from ..methods import get_method
 from .attention import explicit_attention
-from .batches import first_samples, reusable
+from .batches import first_samples, first_tokens, reusable
 from .capture import capture, find_layers
 from .cascade import solve_cascade
 from .layer_solve import PendingLayer, finish_layer, set_values, start_layer
@@ -75,6 +75,7 @@ def prune(
     seed: int = 0,
     ignore=None,
     num_samples: int | None = None,
+    max_tokens: int | None = None,
     strict: bool = False,
     blocks: bool = True,
     column_blocks: int = 1,
@@ -120,6 +121,10 @@ def prune(
     num_samples : int, optional
         Use only the first ``num_samples`` calibration samples (sequences,
         images); the batch that crosses the bound is cut.
+    max_tokens : int, optional
+        Then use only the first whole samples holding at most ``max_tokens``
+        tokens in all (the ones of the ``attention_mask``, else the length of
+        the ``(B, T)`` input).
     max_rows : int
         Row sample per layer for the row-based methods (Net-Trim, FeTa).
     refit : bool
@@ -200,7 +205,9 @@ def prune(
         for name, spec in specs.items():
             get_method(spec.method).check_separable(spec.pattern, name)
     pool = TaskPool(executor)
-    data = first_samples(reusable(data), num_samples)
+    if max_tokens is not None:
+        max_tokens = check_scalar(max_tokens, "max_tokens", low=1, integer=True)
+    data = first_tokens(first_samples(reusable(data), num_samples), max_tokens)
     run = _Run(found=found, specs=specs, data=data, max_rows=max_rows, seed=seed, relu=relu, gamma=gamma,
                pool=pool, column_blocks=column_blocks)
     with explicit_attention():
