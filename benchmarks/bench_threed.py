@@ -36,8 +36,15 @@ and a verdict, and saves the fitted accuracy surface of the first seed to
 ``threed_surface.png`` (other settings: a name with the widths, depths and
 image size).
 
-    .venv/bin/python benchmarks/bench_threed.py [--seeds 0 1 2 3 4] [--widths 4 8 16] [--depths 2 2 2]
-        [--image-size 16] [--final-epochs 3] [--criterion lsq] [--budget 0.5]
+``--arch`` names a setting: ``lean`` (the default above), ``wide`` (widths
+8-16-32, two blocks per stage, 28 x 28: the network with slack) and ``deep``
+(the second architecture: three stages of three BasicBlocks with widths
+4-8-16 on the full 28 x 28 digits, the layout of the CIFAR ResNet-20; seven
+removable blocks instead of four, so depth moves in steps of 1/7). Any of
+``--widths``, ``--depths``, ``--image-size`` overrides the named setting.
+
+    .venv/bin/python benchmarks/bench_threed.py [--arch lean|wide|deep] [--seeds 0 1 2 3 4] [--widths 4 8 16]
+        [--depths 2 2 2] [--image-size 16] [--final-epochs 3] [--criterion lsq] [--budget 0.5]
 """
 import argparse
 import time
@@ -53,6 +60,8 @@ from layertrim.bindings.torch.structure.threed import format_rows
 N_TRAIN, N_VAL = 3000, 500
 BASE = {"epochs": 15, "lr": 3e-3, "cosine": True}
 LEAN = {"widths": (4, 8, 16), "depths": (2, 2, 2), "image_size": 16}
+ARCHS = {"lean": LEAN, "wide": {"widths": (8, 16, 32), "depths": (2, 2, 2), "image_size": 28},
+         "deep": {"widths": (4, 8, 16), "depths": (3, 3, 3), "image_size": 28}}
 
 
 def shift_for(size):
@@ -81,25 +90,35 @@ def run(seed, args):
     return rows, report, time.perf_counter() - t0, len(test_data[1])
 
 
-def main():
+def parse_args():
+    """Command-line options; ``--widths``, ``--depths`` and ``--image-size`` default to the named ``--arch``."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--final-epochs", type=int, default=3)
     ap.add_argument("--criterion", default="lsq", choices=["l1", "bn", "lsq"])
-    ap.add_argument("--image-size", type=int, default=LEAN["image_size"],
+    ap.add_argument("--arch", default="lean", choices=sorted(ARCHS), help="named setting (see the docstring)")
+    ap.add_argument("--image-size", type=int, default=None,
                     help="native resolution of the digits (downsampled below 28)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="network and fine-tuning seeds; medians over them")
-    ap.add_argument("--widths", type=int, nargs="+", default=list(LEAN["widths"]),
-                    help="channels per stage of the ResNet")
-    ap.add_argument("--depths", type=int, nargs="+", default=list(LEAN["depths"]),
-                    help="blocks per stage of the ResNet")
+    ap.add_argument("--widths", type=int, nargs="+", default=None, help="channels per stage of the ResNet")
+    ap.add_argument("--depths", type=int, nargs="+", default=None, help="blocks per stage of the ResNet")
     args = ap.parse_args()
+    for key, value in ARCHS[args.arch].items():
+        if getattr(args, key) is None:
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    return args
+
+
+def main():
+    args = parse_args()
     setting = {"widths": tuple(args.widths), "depths": tuple(args.depths), "image_size": args.image_size}
     lean = setting == LEAN
+    named = [name for name, arch in ARCHS.items() if arch == setting]
     print(f"setting: ResNet widths {'-'.join(map(str, args.widths))}, blocks per stage "
           f"{'-'.join(map(str, args.depths))}, {args.image_size} x {args.image_size} digits"
           + (" (the default: a lean network on inputs without spare detail, so that pruning any one dimension "
-             "by half costs accuracy and spreading the cut can pay off)" if lean else " (not the default)"))
+             "by half costs accuracy and spreading the cut can pay off)" if lean
+             else f" (--arch {named[0]})" if named else " (not a named setting)"))
     t0 = time.perf_counter()
     results = []
     with limit_threads(1):

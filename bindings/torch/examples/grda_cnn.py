@@ -1,0 +1,238 @@
+"""Directional pruning of a small CNN: a VGG-like network on the reference MNIST
+images trained three ways from one initialization, over the same batches and
+the same number of epochs.
+
+1. ``sgd``: SGD with momentum (dense; the accuracy to match).
+2. ``grda``: gRDA (no momentum), which prunes while it trains.
+3. ``magnitude``: the SGD run up to ``prune_epoch``, then every parameter
+   tensor pruned by magnitude to the fraction of zeros gRDA ended with in the
+   same tensor (layer-wise), then retrained with the masks held (SGD with
+   momentum) for the remaining epochs: prune-then-retrain at gRDA's sparsity.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from layertrim.solvers.base.errors import ParameterError
+from layertrim.solvers.base.validation import check_scalar
+
+from ..masks import sparsity as weight_sparsity
+from ..optim.grda import GRDA, SparsityLogger
+from ..training import accuracy
+from .resnet import mnist_images
+
+RUNS = ("sgd", "grda", "magnitude")
+
+
+def vgg_cnn(widths=(16, 32, 64), num_classes: int = 10, image_size: int = 28) -> nn.Sequential:
+    """``Linear . flatten . [MaxPool2 . ReLU . Conv3x3]^k`` for ``(batch, 1, size, size)`` images.
+
+    One padded 3x3 convolution (with bias) per stage, each stage halving the
+    resolution (28 -> 14 -> 7 -> 3 with the default three stages); no BatchNorm,
+    so that every parameter is a weight or a bias that gRDA may set to zero.
+    """
+    if not widths or any(int(w) < 1 for w in widths):
+        raise ParameterError(f"widths must be a non-empty list of positive channel counts, got {widths!r}")
+    size = check_scalar(image_size, "image_size", low=1, integer=True) // 2 ** len(widths)
+    if size < 1:
+        raise ParameterError(f"{len(widths)} stages halve {image_size} px below one pixel")
+    layers, prev = [], 1
+    for w in widths:
+        layers += [nn.Conv2d(prev, int(w), 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        prev = int(w)
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(prev * size * size, num_classes))
+
+
+def seeded_cnn(seed: int = 0, widths=(16, 32, 64)) -> nn.Sequential:
+    """:func:`vgg_cnn` initialized from ``seed`` (torch's global generator is left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are not forked
+        return vgg_cnn(widths)
+
+
+def zero_fractions(model: nn.Module) -> dict[str, float]:
+    """Fraction of exact zeros of each parameter tensor, by qualified name."""
+    return {n: float((p.detach() == 0).sum()) / p.numel() for n, p in model.named_parameters()}
+
+
+def magnitude_masks(model: nn.Module, fractions: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Per-tensor magnitude masks: tensor ``name`` keeps its ``round((1 - s) numel)``
+    largest ``|w|`` for ``s = fractions[name]`` (ties broken by position)."""
+    masks = {}
+    for name, p in model.named_parameters():
+        flat = p.detach().abs().flatten()
+        keep = int(round((1.0 - fractions[name]) * flat.numel()))
+        mask = torch.zeros_like(flat)
+        mask[torch.topk(flat, keep, sorted=False).indices] = 1.0
+        masks[name] = mask.view_as(p)
+    return masks
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], *, grads: bool = False) -> None:
+    """Multiply every masked parameter (or, with ``grads=True``, its gradient) by its mask."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in masks:
+                target = p.grad if grads else p
+                if target is not None:
+                    target.mul_(masks[name])
+
+
+def train_epoch(model, opt, X, y, order, batch_size, masks=None) -> float:
+    """One pass over ``X[order]`` in batches; mean cross-entropy of the batches.
+
+    With ``masks`` the gradients are masked before each step and the weights
+    after it, so that pruned entries (and their momentum) stay exactly zero.
+    """
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    total = 0.0
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        opt.zero_grad()
+        loss = loss_fn(model(X[idx]), y[idx])
+        loss.backward()
+        if masks is not None:
+            apply_masks(model, masks, grads=True)
+        opt.step()
+        if masks is not None:
+            apply_masks(model, masks)
+        total += loss.item() * len(idx)
+    model.eval()
+    return total / len(order)
+
+
+@dataclass
+class CNNComparison:
+    """Outcome of :func:`compare_cnn`.
+
+    ``history`` maps ``epoch`` and, for each run in ``sgd``, ``grda``,
+    ``magnitude``, ``<run>_acc`` (test accuracy after the epoch) and
+    ``<run>_sparsity`` (fraction of zeros over all parameters, biases
+    included), plus ``grda_weight_sparsity`` (conv and linear weights only),
+    to per-epoch lists. ``models`` holds the three final networks,
+    ``seconds`` the training time of each run (``magnitude``: its retraining
+    phase only; its first phase is the SGD run's).
+    """
+
+    models: dict[str, nn.Module]
+    history: dict[str, list] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+def _check(epochs, prune_epoch, batch_size, lr, c, mu, sgd_lr, momentum):
+    """Validate the settings of :func:`compare_cnn` before any work; returns ``(epochs, prune_epoch)``."""
+    epochs = check_scalar(epochs, "epochs", low=2, integer=True)  # one epoch before pruning, one after
+    prune_epoch = check_scalar(prune_epoch, "prune_epoch", low=1, high=epochs - 1, integer=True)
+    check_scalar(batch_size, "batch_size", low=1, integer=True)
+    check_scalar(lr, "lr", low=0.0, low_open=True)
+    check_scalar(c, "c", low=0.0)
+    check_scalar(mu, "mu", low=0.0)
+    check_scalar(sgd_lr, "sgd_lr", low=0.0, low_open=True)
+    check_scalar(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+    return epochs, prune_epoch
+
+
+def compare_cnn(*, epochs: int = 100, prune_epoch: int | None = None, lr: float = 0.2, c: float = 0.003,
+                mu: float = 0.7, sgd_lr: float = 0.01, momentum: float = 0.9, batch_size: int = 64,
+                widths=(16, 32, 64), seed: int = 0, data=None) -> CNNComparison:
+    """Train :func:`vgg_cnn` with SGD + momentum, with gRDA, and by magnitude pruning
+    + masked retraining at gRDA's final per-tensor sparsity, all for ``epochs`` epochs.
+
+    gRDA uses ``lr``, ``c``, ``mu`` at a constant learning rate; SGD and the
+    retraining use ``sgd_lr`` and ``momentum`` (constant, no weight decay).
+    ``prune_epoch`` (default two thirds of ``epochs``) is when the magnitude
+    run prunes the SGD network. ``data`` is ``(X_train, y_train, X_test,
+    y_test)`` with images ``(n, 1, 28, 28)`` (default: :func:`mnist_images(seed)`).
+    The defaults are the setting chosen on a validation split by
+    ``benchmarks/bench_grda.py --cnn --grid``.
+    """
+    prune_epoch = max(1, round(2 * epochs / 3)) if prune_epoch is None else prune_epoch
+    epochs, prune_epoch = _check(epochs, prune_epoch, batch_size, lr, c, mu, sgd_lr, momentum)
+    X, y, Xt, yt = mnist_images(seed) if data is None else data
+    models = {"sgd": seeded_cnn(seed, widths)}
+    models["grda"] = copy.deepcopy(models["sgd"])
+    opts = {"sgd": torch.optim.SGD(models["sgd"].parameters(), lr=sgd_lr, momentum=momentum),
+            "grda": GRDA(models["grda"].parameters(), lr=lr, c=c, mu=mu)}
+    logger = SparsityLogger(models["grda"])
+    gen = torch.Generator().manual_seed(seed)
+    orders = [torch.randperm(len(y), generator=gen) for _ in range(epochs)]
+    hist = {"epoch": list(range(1, epochs + 1)), "grda_weight_sparsity": []}
+    hist.update({f"{r}_{k}": [] for r in RUNS for k in ("acc", "sparsity")})
+    seconds = {r: 0.0 for r in RUNS}
+    snapshot = None
+    for epoch, order in enumerate(orders, start=1):
+        for name in ("sgd", "grda"):
+            t0 = time.perf_counter()
+            train_epoch(models[name], opts[name], X, y, order, batch_size)
+            seconds[name] += time.perf_counter() - t0
+            hist[f"{name}_acc"].append(accuracy(models[name], Xt, yt))
+        hist["sgd_sparsity"].append(SparsityLogger(models["sgd"]).current())
+        hist["grda_sparsity"].append(logger(epoch))
+        hist["grda_weight_sparsity"].append(weight_sparsity(models["grda"]).overall)
+        if epoch == prune_epoch:
+            snapshot = (copy.deepcopy(models["sgd"]), copy.deepcopy(opts["sgd"].state_dict()))
+    _magnitude_run(models, snapshot, orders[prune_epoch:], hist, seconds, (X, y, Xt, yt), sgd_lr, momentum,
+                   batch_size)
+    settings = {"epochs": epochs, "prune_epoch": prune_epoch, "lr": lr, "c": c, "mu": mu, "sgd_lr": sgd_lr,
+                "momentum": momentum, "batch_size": batch_size, "widths": tuple(widths), "seed": seed}
+    return CNNComparison(models, hist, seconds, settings)
+
+
+def _magnitude_run(models, snapshot, orders, hist, seconds, data, sgd_lr, momentum, batch_size) -> None:
+    """Prune the SGD snapshot to gRDA's final per-tensor sparsity and retrain it with masks."""
+    X, y, Xt, yt = data
+    model, opt_state = snapshot
+    opt = torch.optim.SGD(model.parameters(), lr=sgd_lr, momentum=momentum)
+    opt.load_state_dict(opt_state)
+    masks = magnitude_masks(model, zero_fractions(models["grda"]))
+    apply_masks(model, masks)
+    for name, p in model.named_parameters():  # momentum of pruned entries would push them off zero
+        buf = opt.state[p].get("momentum_buffer")
+        if buf is not None:
+            buf.mul_(masks[name])
+    n_before = len(hist["epoch"]) - len(orders)
+    hist["magnitude_acc"] = hist["sgd_acc"][:n_before]
+    hist["magnitude_sparsity"] = hist["sgd_sparsity"][:n_before]
+    t0 = time.perf_counter()
+    for order in orders:
+        train_epoch(model, opt, X, y, order, batch_size, masks)
+        hist["magnitude_acc"].append(accuracy(model, Xt, yt))
+        hist["magnitude_sparsity"].append(SparsityLogger(model).current())
+    seconds["magnitude"] = time.perf_counter() - t0
+    models["magnitude"] = model
+
+
+def validation_grid(train_data, val_data, *, grda_grid, sgd_lrs, momentum: float = 0.9, epochs: int = 100,
+                    batch_size: int = 64, widths=(16, 32, 64), seed: int = 0) -> list[dict]:
+    """Validation accuracy and final sparsity of each gRDA setting ``(lr, c, mu)`` in
+    ``grda_grid`` and of SGD + momentum at each learning rate in ``sgd_lrs``.
+
+    Every run starts from the same initialization, sees the same batches and
+    trains ``epochs`` epochs on ``train_data``; it is scored on ``val_data``
+    (held out from the training images, never the test set). Rows:
+    ``{"optimizer", "lr", "c", "mu", "val_acc", "sparsity"}``.
+    """
+    epochs = check_scalar(epochs, "epochs", low=1, integer=True)
+    X, y = train_data
+    Xv, yv = val_data
+    gen = torch.Generator().manual_seed(seed)
+    orders = [torch.randperm(len(y), generator=gen) for _ in range(epochs)]
+    runs = [("grda", float(lr), float(c), float(mu)) for lr, c, mu in grda_grid]
+    runs += [("sgd", float(lr), 0.0, 0.0) for lr in sgd_lrs]
+    rows = []
+    for kind, lr, c, mu in runs:
+        model = seeded_cnn(seed, widths)
+        opt = (GRDA(model.parameters(), lr=lr, c=c, mu=mu) if kind == "grda"
+               else torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum))
+        for order in orders:
+            train_epoch(model, opt, X, y, order, batch_size)
+        rows.append({"optimizer": kind, "lr": lr, "c": c, "mu": mu, "val_acc": accuracy(model, Xv, yv),
+                     "sparsity": SparsityLogger(model).current()})
+    return rows
