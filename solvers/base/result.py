@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import array_api_compat as aac
 import numpy as np
 
 from .errors import NonFiniteError
@@ -53,12 +54,18 @@ class Result:
             value = getattr(self, name)
             if value is None:
                 continue
-            arr = np.asarray(value)
-            if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-                bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if _foreign(value):  # torch, CuPy, ... on their own device
+                xp = aac.array_namespace(value)
+                finite = xp.isfinite(value)
+                bad, dtype = int(xp.sum(xp.astype(~finite, xp.int64))), value.dtype
+            else:
+                arr = np.asarray(value)
+                bad = int(arr.size - np.count_nonzero(np.isfinite(arr))) if arr.dtype.kind in "fc" else 0
+                dtype = arr.dtype
+            if bad:
                 raise NonFiniteError(
-                    f"the solution {name} has {bad} non-finite entr{'y' if bad == 1 else 'ies'} in {arr.dtype}: "
-                    f"the weights do not fit {arr.dtype} or the solve overflowed; rescale X and Y "
+                    f"the solution {name} has {bad} non-finite entr{'y' if bad == 1 else 'ies'} in {dtype}: "
+                    f"the weights do not fit {dtype} or the solve overflowed; rescale X and Y "
                     "(e.g. divide each by its largest entry) or pass float64 data"
                 )
 
@@ -70,11 +77,15 @@ class Result:
     @property
     def sparsity(self) -> float:
         """Fraction of exactly-zero entries of ``W``."""
+        if _foreign(self.W):
+            xp = aac.array_namespace(self.W)
+            zeros = xp.astype(self.W == 0, xp.float64)
+            return float(xp.mean(zeros)) if zeros.shape[0] * zeros.shape[1] else 0.0
         return float(np.mean(self.W == 0)) if self.W.size else 0.0
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Linear layer output ``X @ W + b`` (pre-activation)."""
-        out = np.asarray(X) @ self.W
+    def predict(self, X):
+        """Linear layer output ``X @ W + b`` (pre-activation); ``X`` in the array library of ``W``."""
+        out = (X if _foreign(self.W) else np.asarray(X)) @ self.W
         return out + self.b if self.b is not None else out
 
     def __repr__(self) -> str:
@@ -83,3 +94,8 @@ class Result:
             f"iterations={self.iterations}, time={self.time:.3g}s, "
             f"W={self.W.shape} {self.W.dtype}, sparsity={self.sparsity:.3f})"
         )
+
+
+def _foreign(value) -> bool:
+    """An array of another array-API library than numpy (e.g. a torch tensor)."""
+    return aac.is_array_api_obj(value) and not aac.is_numpy_array(value)

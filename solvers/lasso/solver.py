@@ -17,14 +17,16 @@ import numpy as np
 
 from .duality import gap, relative_gap
 from ..base.errors import ConvergenceWarning, ParameterError
-from .fista import fista
-from ..base.gram import Quadratic, as_quadratic
+from .fista import fista, foreign_fista, gap_xp, prox_xp, start_from
+from ..base.backend import as_quadratic_any, check_start, intercept_for, is_foreign, namespace, on_device, \
+    result_on_host
+from ..base.gram import Quadratic
 from ..base.interrupt import interruptible
 from .cd import gram_product, solve_cd
 from ..base.path import bisect_sparsity
 from ..base.prox import elastic_net_prox, group_soft_threshold, soft_threshold
 from ..base.result import Result
-from ..base.validation import check_choice, check_scalar, check_sparsity, check_weights, exactly_one
+from ..base.validation import check_choice, check_scalar, check_sparsity, exactly_one
 
 PENALTIES = ("l1", "group", "elastic_net")
 SOLVERS = ("auto", "cd", "fista")
@@ -52,9 +54,15 @@ def _weights(penalty, lam, l1_ratio):
 
 def _lam_max(quad: Quadratic, penalty: str, l1_ratio: float) -> float:
     C = quad.C
-    if penalty == "group":
+    if is_foreign(C):
+        xp = namespace(C)
+        top = float(xp.max(xp.linalg.vector_norm(C, axis=1) if penalty == "group" else xp.abs(C)))
+    elif penalty == "group":
         return float(np.sqrt(np.einsum("ij,ij->i", C, C)).max())
-    top = float(np.abs(C).max())
+    else:
+        top = float(np.abs(C).max())
+    if penalty == "group":
+        return top
     if penalty == "elastic_net":
         if l1_ratio == 0.0:
             raise ParameterError("lam_max is infinite for l1_ratio=0 (ridge never zeroes weights)")
@@ -81,7 +89,7 @@ def lam_max(X, Y=None, *, penalty="l1", l1_ratio=0.5, intercept=True) -> float:
         Whether an unpenalized intercept is fitted.
     """
     l1_ratio = _check_penalty(penalty, l1_ratio)
-    return _lam_max(as_quadratic(X, Y, intercept=intercept), penalty, l1_ratio)
+    return _lam_max(as_quadratic_any(X, Y, intercept=intercept), penalty, l1_ratio)
 
 
 def _prox(penalty, lam, l1_ratio):
@@ -97,7 +105,9 @@ def _solve(quad: Quadratic, lam, penalty, l1_ratio, W0, tol, max_iter, solver) -
     start = time.perf_counter()
     lam1, lam2, group = _weights(penalty, lam, l1_ratio)
     G, C, yy = quad.G, quad.C, quad.yy
-    W0 = np.zeros_like(C) if W0 is None else W0
+    foreign = is_foreign(C)
+    xp = namespace(C)
+    W0 = xp.zeros_like(C) if W0 is None else W0
     if solver == "cd":
         iters = max_iter or MAX_ITER["cd"]
         W, n_iter, epochs, history, converged, primal, dual = solve_cd(
@@ -107,25 +117,29 @@ def _solve(quad: Quadratic, lam, penalty, l1_ratio, W0, tol, max_iter, solver) -
     else:
         iters = max_iter or MAX_ITER["fista"]
 
+        gap_of = gap_xp if foreign else gap
+
         def rel_gap(W, GW):
-            return relative_gap(*gap(W, GW, C, yy, lam1, lam2, group))
+            return relative_gap(*gap_of(W, GW, C, yy, lam1, lam2, group))
 
         primal = None
+        L = float(xp.linalg.eigvalsh(G)[-1]) if foreign else quad.lipschitz()
         with interruptible():  # the prox and gap kernels run once per step
             W, n_iter, hist, converged = fista(
-                G, C, _prox(penalty, lam, l1_ratio), W0, L=quad.lipschitz(), tol=tol, max_iter=iters,
+                G, C, (prox_xp if foreign else _prox)(penalty, lam, l1_ratio), W0, L=L, tol=tol, max_iter=iters,
                 criterion=rel_gap,
             )
         history = {"gap": np.array(hist)}
         extra = {}
     dtype = quad.dtype
-    W_out = W.astype(dtype)
-    Wd = W_out.astype(np.float64)
-    if primal is None or dtype != np.float64:
-        # objective and gap of the returned (rounded to the input dtype) weights
+    W_out = xp.astype(W, dtype)
+    Wd = xp.astype(W_out, xp.float64)
+    if foreign:  # objective and gap of the returned (rounded to the input dtype) weights
+        primal, dual = gap_xp(Wd, G @ Wd, C, yy, lam1, lam2, group)
+    elif primal is None or dtype != np.float64:
         primal, dual = gap(Wd, gram_product(G, Wd), C, yy, lam1, lam2, group)
     rel = relative_gap(primal, dual)
-    b = quad.intercept_for(Wd)
+    b = intercept_for(quad, Wd)
     status = "optimal" if converged else "max_iter"
     if not converged:
         warnings.warn(
@@ -135,12 +149,12 @@ def _solve(quad: Quadratic, lam, penalty, l1_ratio, W0, tol, max_iter, solver) -
         )
     info = {
         "lam": float(lam), "penalty": penalty, "solver": solver, "gap": rel, "dual": dual,
-        "sparsity": float(np.mean(W_out == 0)), **extra,
+        "sparsity": float(xp.mean(xp.astype(W_out == 0, xp.float64))), **extra,
     }
     if penalty == "elastic_net":
         info["l1_ratio"] = l1_ratio
     return Result(
-        W=W_out, b=None if b is None else b.astype(dtype), status=status, objective=primal,
+        W=W_out, b=None if b is None else xp.astype(b, dtype), status=status, objective=primal,
         iterations=n_iter, time=time.perf_counter() - start, history=history, info=info,
     )
 
@@ -193,7 +207,8 @@ def lasso(
         Initial weights.
     solver : {"auto", "cd", "fista"}
         Working-set coordinate descent or FISTA with adaptive restart;
-        ``"auto"`` is coordinate descent, the faster one by measurement.
+        ``"auto"`` is coordinate descent, the faster one by measurement, for
+        numpy data; FISTA in float64 on their device for other array-API arrays.
 
     Returns
     -------
@@ -239,7 +254,6 @@ def lasso(
     exactly_one("lam", lam, "sparsity", sparsity)
     l1_ratio = _check_penalty(penalty, l1_ratio)
     check_choice(solver, "solver", SOLVERS)
-    solver = AUTO_SOLVER if solver == "auto" else solver
     tol = check_scalar(tol, "tol", low=0.0, low_open=True)
     if max_iter is not None:
         max_iter = check_scalar(max_iter, "max_iter", low=1, integer=True)
@@ -247,14 +261,16 @@ def lasso(
         lam = check_scalar(lam, "lam", low=0.0, low_open=True)
     else:
         sparsity = check_sparsity(sparsity)
-    quad = as_quadratic(X, Y, intercept=intercept)
+    quad, solver = foreign_fista(as_quadratic_any(X, Y, intercept=intercept), solver)
+    solver = AUTO_SOLVER if solver == "auto" else solver
     W0 = None
     if warm_start is not None:
         W_ws = warm_start.W if isinstance(warm_start, Result) else warm_start
-        W0 = check_weights(W_ws, quad.n_features, quad.n_outputs, "warm_start", dtype=np.float64)
+        W0 = check_start(W_ws, quad.n_features, quad.n_outputs, quad.C, "warm_start")
     if lam is not None:
         return _solve(quad, lam, penalty, l1_ratio, W0, tol, max_iter, solver)
-    return _solve_sparsity(quad, sparsity, penalty, l1_ratio, W0, tol, max_iter, solver)
+    res = _solve_sparsity(quad, sparsity, penalty, l1_ratio, W0, tol, max_iter, solver)
+    return res if not is_foreign(quad.C) else replace(res, W=on_device(res.W, quad.C), b=on_device(res.b, quad.C))
 
 
 def _solve_sparsity(quad, sparsity, penalty, l1_ratio, W0, tol, max_iter, solver) -> Result:
@@ -265,8 +281,8 @@ def _solve_sparsity(quad, sparsity, penalty, l1_ratio, W0, tol, max_iter, solver
     first = [W0]
 
     def solve(t, warm):
-        W_start = warm.W.astype(np.float64) if warm is not None else first[0]
-        return _solve(quad, t, penalty, l1_ratio, W_start, tol, max_iter, solver)
+        W_start = start_from(warm.W, quad.C) if warm is not None else first[0]  # zeros are counted on the host
+        return result_on_host(_solve(quad, t, penalty, l1_ratio, W_start, tol, max_iter, solver))
 
     res, lam, trace = bisect_sparsity(
         solve, sparsity, 1e-6 * hi, hi, count_tol=quad.n_outputs, at_least=True, max_solves=60

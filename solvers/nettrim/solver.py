@@ -14,9 +14,11 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
+from ..base.backend import is_foreign, on_device, result_on_host, to_host
 from ..base.errors import ConvergenceWarning, ParameterError
 from ..base.interrupt import interruptible
 from ..base.path import bisect_sparsity
@@ -24,6 +26,7 @@ from ..base.result import Result
 from ..base.validation import check_bool, check_choice, check_scalar, check_sparsity, check_xy, exactly_one
 from .kernels import admm
 from .problem import _Problem
+from .xp_admm import admm_on_device
 
 _STATUS = {0: "optimal", 1: "max_iter", 2: "infeasible"}
 
@@ -39,7 +42,10 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
     Parameters
     ----------
     X : array, shape (n_samples, n_features)
-        Layer inputs.
+        Layer inputs. For arrays of another array-API library (e.g. torch
+        tensors on a GPU) the setup (reductions, eigendecomposition, inverse)
+        runs on the host and the ADMM iterations on the arrays' device, in
+        their dtype; ``W``, ``b`` come back as such arrays (``info`` in numpy).
     Y : array, shape (n_samples, n_outputs)
         Targets: the dense layer's post-ReLU outputs (``relu=True``) or its
         linear outputs (``relu=False``).
@@ -131,7 +137,9 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
     ``X^T d ~ 0`` and ``sup_{Z in C} <d, Z> < 0`` (a separating certificate).
     """
     t0 = time.perf_counter()
-    X, Y = check_xy(X, Y)
+    ref = X if is_foreign(X) else None
+    X, Y = check_xy(to_host(X), to_host(Y))
+    V, warm_start = to_host(V), _host_warm(warm_start)
     check_choice(eps_mode, "eps_mode", ("layer", "neuron"))
     exactly_one("eps", eps, "sparsity", sparsity)
     tol = check_scalar(tol, "tol", low=0.0, low_open=True, high=1.0)
@@ -151,19 +159,32 @@ def nettrim(X, Y, *, eps=None, sparsity=None, relu=True, intercept=True, V=None,
             "pass relu=False to match pre-activations"
         )
     prob = _Problem(X, Y, relu=relu, intercept=intercept, V=V, eps_mode=eps_mode)
-    opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every, s=penalty_ratio)
+    opts = dict(rho=rho, tol=tol, max_iter=max_iter, alpha=alpha, check_every=check_every, s=penalty_ratio,
+                ref=ref)
     if eps is not None:
         eps = check_scalar(eps, "eps", low=0.0)
         res = _solve_eps(prob, eps, warm_start, **opts)
-        return replace(res, time=time.perf_counter() - t0)
-    sparsity = check_sparsity(sparsity)
-    res, eps_found, trace = _solve_sparsity(prob, sparsity, warm_start, opts)
-    info = dict(res.info, sparsity_target=sparsity, eps_trace=trace)
-    return replace(res, time=time.perf_counter() - t0, info=info)
+    else:
+        sparsity = check_sparsity(sparsity)
+        res, eps_found, trace = _solve_sparsity(prob, sparsity, warm_start, opts)
+        res = replace(res, info=dict(res.info, sparsity_target=sparsity, eps_trace=trace))
+    if ref is not None:
+        res = replace(res, W=on_device(res.W, ref), b=on_device(res.b, ref))
+    return replace(res, time=time.perf_counter() - t0)
 
 
-def _solve_eps(prob: _Problem, eps, warm_start, *, rho, tol, max_iter, alpha, check_every, s) -> Result:
-    """Net-Trim at the relative radius ``eps``: the ADMM from ``warm_start``, or ``W = 0`` when that is feasible."""
+def _host_warm(warm_start):
+    """A warm start (Result, weights or ``(W, b)``) with numpy arrays on the host."""
+    if isinstance(warm_start, Result):
+        return result_on_host(warm_start)
+    if isinstance(warm_start, tuple):
+        return tuple(to_host(a) for a in warm_start)
+    return to_host(warm_start)
+
+
+def _solve_eps(prob: _Problem, eps, warm_start, *, rho, tol, max_iter, alpha, check_every, s, ref) -> Result:
+    """Net-Trim at the relative radius ``eps``: the ADMM from ``warm_start``, or ``W = 0`` when that is feasible;
+    the iterations run on the device of ``ref`` (a foreign array) unless it is None."""
     t0 = time.perf_counter()
     eps_abs = prob.radii(eps)
     prob.check_eps(eps, eps_abs)
@@ -179,7 +200,7 @@ def _solve_eps(prob: _Problem, eps, warm_start, *, rho, tol, max_iter, alpha, ch
         it, code, rho_end, hist = 0, 0, rho0, np.zeros((0, 4))
     else:
         with interruptible():
-            it, code, rho_end, hist = admm(
+            it, code, rho_end, hist = (admm if ref is None else partial(admm_on_device, ref))(
                 prob.X, F, prob.wide, prob.Y, prob.V, prob.omega, eps_abs, prob.mode, prob.n,
                 W, Z, Q, U1, U2, float(rho0), s, alpha, tol, prob.dual_tol(tol, s), max_iter, check_every,
                 max_iter // 2, 1e-4,

@@ -14,12 +14,14 @@ gives the augmented Lagrangian
 One eigendecomposition ``A = Q diag(lam) Q^T`` serves every ``rho``:
 ``(A + rho I)^-1 = Q diag(1 / (lam + rho)) Q^T``. The iteration runs in both
 bases, carrying ``Q^T D`` and ``Q^T V`` along, so a step costs two products
-with ``Q`` whatever ``rho`` is.
+with ``Q`` whatever ``rho`` is. The iteration is written against the array
+namespace of the moments (numpy, or e.g. torch on any device).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..base.backend import fro, is_foreign, namespace
 from ..base.gram import Quadratic
 from ..base.patterns import Pattern
 from .projection import support_mask
@@ -36,6 +38,10 @@ def spectral_scaling(q: Quadratic, sqrt_d: np.ndarray):
     ``A = S^-1 G S^-1`` restricted to them, and ``h = 1 / sqrt(G_ii)`` on them."""
     alive = sqrt_d > 0
     h = 1.0 / sqrt_d[alive]
+    if is_foreign(q.G):
+        xp = namespace(q.G)
+        lam, Q = xp.linalg.eigh(q.G[alive][:, alive] * h[:, None] * h[None, :])
+        return alive, xp.clip(lam, min=0.0), Q, h
     lam, Q = np.linalg.eigh(q.G[np.ix_(alive, alive)] * h[:, None] * h[None, :])
     return alive, np.maximum(lam, 0.0), Q, h
 
@@ -63,15 +69,16 @@ def admm(q: Quadratic, W_start, sqrt_d, spectral, pattern: Pattern, sparsity: fl
     ``"max_iter"``.
     """
     alive, lam, Q, h = spectral
+    xp = namespace(Q)
     QB = Q.T @ (q.C[alive] * h[:, None])
-    const = 0.5 * float(q.yy.sum())
+    const = 0.5 * float(xp.sum(q.yy))
     D = sqrt_d[alive, None] * W_start[alive]
     QD = Q.T @ D
-    V = np.zeros_like(D)
-    QV = np.zeros_like(D)
-    E = np.zeros(W_start.shape)
+    V = xp.zeros_like(D)
+    QV = xp.zeros_like(D)
+    E = xp.zeros_like(W_start)
     mask = checked = W_start != 0
-    kept = max(int(mask.sum()), 1)
+    kept = max(int(xp.sum(xp.astype(mask, xp.int64))), 1)
     tiny = np.finfo(float).tiny
     best_f, best_mask = np.inf, mask
     hist = {"objective": [], "primal": [], "step": [], "rho": []}
@@ -80,16 +87,16 @@ def admm(q: Quadratic, W_start, sqrt_d, spectral, pattern: Pattern, sparsity: fl
         QU = (QB - QV + rho * QD) / (lam + rho)[:, None]
         U = Q @ QU
         E[alive] = U + V / rho
-        mask = support_mask(np.abs(E), pattern, sparsity)
-        D_new = np.where(mask[alive], E[alive], 0.0)
+        mask = support_mask(xp.abs(E), pattern, sparsity)
+        D_new = xp.where(mask[alive], E[alive], 0.0)
         QD_new = Q.T @ D_new
         R = U - D_new
         V += rho * R
         QV += rho * (QU - QD_new)
-        f = max(0.5 * float(np.sum(lam[:, None] * QD_new * QD_new)) - float(np.sum(QB * QD_new)) + const, 0.0)
-        norm_d = max(float(np.linalg.norm(D_new)), tiny)
-        primal = float(np.linalg.norm(R)) / norm_d
-        step = float(np.linalg.norm(D_new - D)) / norm_d
+        f = max(0.5 * float(xp.sum(lam[:, None] * QD_new * QD_new)) - float(xp.sum(QB * QD_new)) + const, 0.0)
+        norm_d = max(fro(D_new), tiny)
+        primal = fro(R) / norm_d
+        step = fro(D_new - D) / norm_d
         D, QD = D_new, QD_new
         for key, value in (("objective", f), ("primal", primal), ("step", step), ("rho", rho)):
             hist[key].append(value)
@@ -97,7 +104,7 @@ def admm(q: Quadratic, W_start, sqrt_d, spectral, pattern: Pattern, sparsity: fl
             best_f, best_mask = f, mask
         if it % CHECK_EVERY:
             continue
-        changed = float(np.count_nonzero(mask != checked)) / kept
+        changed = float(xp.sum(xp.astype(mask != checked, xp.int64))) / kept
         checked = mask
         if changed == 0.0 and primal <= tol and step <= tol:
             status = "optimal"

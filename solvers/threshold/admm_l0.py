@@ -12,11 +12,15 @@ import warnings
 
 import numpy as np
 
+from ..base.backend import (
+    as_quadratic_any, check_start, intercept_for, is_foreign, like, loss, namespace, to_host,
+    to_host_quadratic, zero_fraction,
+)
 from ..base.errors import ConvergenceWarning, ParameterError
-from ..base.gram import Quadratic, as_quadratic
+from ..base.gram import Quadratic
 from ..base.patterns import Pattern, parse_pattern
 from ..base.result import Result
-from ..base.validation import check_bool, check_scalar, check_weights
+from ..base.validation import check_bool, check_scalar
 from .admm_iteration import admm, spectral_scaling
 from .iteration import jacobi_scaling
 from .projection import support_mask
@@ -50,7 +54,10 @@ def l0_admm(
     Parameters
     ----------
     X : array (n_samples, n_features) or GramStats
-        Layer inputs, or accumulated statistics (then ``Y=None``).
+        Layer inputs, or accumulated statistics (then ``Y=None``). Arrays of
+        any array-API library (e.g. torch tensors on a GPU) are solved on
+        their device in their dtype, and ``W``, ``b`` come back as such
+        arrays; only the exchanges (``swaps``) run on the host.
     Y : array (n_samples, n_outputs) or None
         Targets, e.g. the dense layer's pre-activations.
     sparsity : float in [0, 1) or None
@@ -125,10 +132,10 @@ def l0_admm(
     swaps = check_bool(swaps, "swaps")
     pat = parse_pattern(pattern)
     s = pat.resolve_sparsity(sparsity)
-    q = as_quadratic(X, Y, intercept=intercept)
+    q = as_quadratic_any(X, Y, intercept=intercept)
     N, M = q.n_features, q.n_outputs
     pat.check_shape(N, M)
-    W0 = _psd_solve(q.G, q.C)[0] if W0 is None else check_weights(W0, N, M, name="W0", dtype=np.float64)
+    W0 = _psd_solve(q.G, q.C)[0] if W0 is None else check_start(W0, N, M, q.G)
 
     _, sqrt_d, L_D = jacobi_scaling(q)
     W, mask, f_start = start_weights(q, pat, s, sqrt_d, W0)
@@ -149,13 +156,14 @@ def l0_admm(
             ConvergenceWarning,
             stacklevel=2,
         )
-    info.update(loss_start=f_start, swap_moves=moves, pattern=str(pat), sparsity=float(np.mean(W == 0)))
-    b = q.intercept_for(W)
+    info.update(loss_start=f_start, swap_moves=moves, pattern=str(pat), sparsity=zero_fraction(W))
+    b = intercept_for(q, W)
+    xp = namespace(W)
     return Result(
-        W=W.astype(q.dtype),
-        b=None if b is None else b.astype(q.dtype),
+        W=xp.astype(W, q.dtype),
+        b=None if b is None else xp.astype(b, q.dtype),
         status=status,
-        objective=q.loss(W),
+        objective=loss(q, W),
         iterations=iterations,
         time=time.perf_counter() - start,
         history=history,
@@ -167,13 +175,14 @@ def start_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d, W0):
     """``(W, mask, loss)``: the better of the refits on the projections of ``W0`` by ``|W0|``
     (magnitude) and by ``sqrt(G_ii) |W0_ij|`` (Wanda-like scores); ``mask`` is the support
     chosen, which may hold inputs of zero variance that the refit set to 0."""
+    xp = namespace(W0)
     best = None
-    for scores in (np.abs(W0), sqrt_d[:, None] * np.abs(W0)):
+    for scores in (xp.abs(W0), sqrt_d[:, None] * xp.abs(W0)):
         mask = support_mask(scores, pattern, sparsity)
         W, _ = refit_quadratic(q, mask)
-        loss = q.loss(W)
-        if best is None or loss < best[2]:
-            best = (W, mask, loss)
+        f = loss(q, W)
+        if best is None or f < best[2]:
+            best = (W, mask, f)
     return best
 
 
@@ -200,9 +209,10 @@ def _admm_and_refit(q: Quadratic, W, mask, f_start, sqrt_d, pattern: Pattern, sp
             q, W, sqrt_d, spectral, pattern, sparsity, rho=rho, max_iter=max_iter, tol=tol
         )
         iterations += len(history["objective"])
-        for candidate in (final, best) if not np.array_equal(final, best) else (final,):
+        xp = namespace(final)
+        for candidate in (final, best) if not bool(xp.all(final == best)) else (final,):
             W_ref, _ = refit_quadratic(q, candidate)
-            f_ref = q.loss(W_ref)
+            f_ref = loss(q, W_ref)
             if chosen is None or f_ref < chosen[0]:
                 chosen = (f_ref, W_ref, candidate, history, status, rho)
     f_admm, W_admm, mask_admm, history, status, rho = chosen
@@ -215,13 +225,14 @@ def _admm_and_refit(q: Quadratic, W, mask, f_start, sqrt_d, pattern: Pattern, sp
 
 
 def _exchange(q: Quadratic, W, mask, pattern: Pattern):
-    """Exchanges on ``mask`` (the support of ``W``), then least squares on the result if no worse:
-    ``(W, moves)``."""
+    """Exchanges on ``mask`` (the support of ``W``; on the host for foreign arrays), then least
+    squares on the result if no worse: ``(W, moves)``."""
     N = q.n_features
     groups = np.arange(N) // pattern.m if pattern.kind == "n:m" else np.zeros(N, dtype=np.int64)
-    mask, moves = swap_refine(q, mask, groups)
+    refined, moves = swap_refine(to_host_quadratic(q), to_host(mask), groups)
+    mask = like(refined, mask) if is_foreign(mask) else refined
     if moves:
         W_ref, _ = refit_quadratic(q, mask)
-        if q.loss(W_ref) <= q.loss(W):
+        if loss(q, W_ref) <= loss(q, W):
             W = W_ref
     return W, moves

@@ -10,12 +10,16 @@ import warnings
 
 import numpy as np
 
+from ..base.backend import (
+    as_quadratic_any, check_start, intercept_for, is_foreign, like, loss, namespace, refuse_foreign,
+    to_host, to_host_quadratic, zero_fraction,
+)
 from ..base.errors import ConvergenceWarning, ParameterError
-from ..base.gram import Quadratic, as_quadratic
+from ..base.gram import Quadratic
 from ..base.interrupt import interruptible
 from ..base.patterns import Pattern, parse_pattern
 from ..base.result import Result
-from ..base.validation import check_bool, check_scalar, check_weights
+from ..base.validation import check_bool, check_scalar
 from .iteration import iterate, jacobi_scaling
 from .permutation import inverse_permutation, nm_permutation, permute_inputs
 from .projection import support_mask
@@ -26,12 +30,13 @@ from .swaps import swap_refine
 def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0: np.ndarray) -> np.ndarray:
     """The better of two refits: on the projection of ``W0`` by ``|W0|`` (magnitude)
     and by ``sqrt(d_i) |W0_ij|`` (the ``D``-norm projection, Wanda-like scores)."""
+    xp = namespace(W0)
     best, best_loss = None, np.inf
-    for scores in (np.abs(W0), sqrt_d[:, None] * np.abs(W0)):
+    for scores in (xp.abs(W0), sqrt_d[:, None] * xp.abs(W0)):
         W, _ = refit_quadratic(q, support_mask(scores, pattern, sparsity))
-        loss = q.loss(W)
-        if loss < best_loss:
-            best, best_loss = W, loss
+        f = loss(q, W)
+        if f < best_loss:
+            best, best_loss = W, f
     return best
 
 def iht(
@@ -58,7 +63,10 @@ def iht(
     Parameters
     ----------
     X : array (n_samples, n_features) or GramStats
-        Layer inputs, or accumulated statistics (then ``Y=None``).
+        Layer inputs, or accumulated statistics (then ``Y=None``). Arrays of
+        any array-API library (e.g. torch tensors on a GPU) are solved on
+        their device in their dtype, and ``W``, ``b`` come back as such
+        arrays; there ``permute`` is refused and ``swaps`` runs on the host.
     Y : array (n_samples, n_outputs) or None
         Targets, e.g. the dense layer's pre-activations.
     sparsity : float in [0, 1) or None
@@ -159,10 +167,11 @@ def iht(
     refit, permute, swaps = (check_bool(v, n) for v, n in ((refit, "refit"), (permute, "permute"), (swaps, "swaps")))
     pat = parse_pattern(pattern)
     s = pat.resolve_sparsity(sparsity)
-    q = as_quadratic(X, Y, intercept=intercept)
+    q = as_quadratic_any(X, Y, intercept=intercept)
     N, M = q.n_features, q.n_outputs
     _check_pattern(pat, N, M, permute=permute, swaps=swaps)
-    W0 = _psd_solve(q.G, q.C)[0] if W0 is None else check_weights(W0, N, M, name="W0", dtype=np.float64)
+    refuse_foreign(q.G, "permute", permute)
+    W0 = _psd_solve(q.G, q.C)[0] if W0 is None else check_start(W0, N, M, q.G)
 
     inv_d, sqrt_d, L_D = jacobi_scaling(q)
     q_orig, perm = q, None
@@ -183,14 +192,15 @@ def iht(
             ConvergenceWarning,
             stacklevel=2,
         )
-    info.update(swap_moves=moves, pattern=str(pat), sparsity=float(np.mean(W == 0)))
+    info.update(swap_moves=moves, pattern=str(pat), sparsity=zero_fraction(W))
     if perm is not None:
         W = W[inverse_permutation(perm)]
         info["permutation"] = perm
-    b = q_orig.intercept_for(W)
+    b = intercept_for(q_orig, W)
+    xp = namespace(W)
     return Result(
-        W=W.astype(q.dtype),
-        b=None if b is None else b.astype(q.dtype),
+        W=xp.astype(W, q.dtype),
+        b=None if b is None else xp.astype(b, q.dtype),
         status=status,
         objective=f,
         iterations=len(history),
@@ -210,16 +220,17 @@ def _check_pattern(pattern: Pattern, n_features: int, n_outputs: int, *, permute
 
 
 def _refine(q: Quadratic, W, f, mask, pattern: Pattern, *, swaps: bool, refit: bool):
-    """Exchange refinement of the support (``swaps``), then least squares on it if
-    that is no worse; returns ``(W, loss, exchanges made)``."""
+    """Exchange refinement of the support (``swaps``; on the host for foreign arrays), then
+    least squares on it if that is no worse; returns ``(W, loss, exchanges made)``."""
     moves = 0
     if swaps:
         N = q.n_features
         groups = np.arange(N) // pattern.m if pattern.kind == "n:m" else np.zeros(N, dtype=np.int64)
-        mask, moves = swap_refine(q, mask, groups)
+        refined, moves = swap_refine(to_host_quadratic(q), to_host(mask), groups)
+        mask = like(refined, mask) if is_foreign(mask) else refined
     if refit or moves:
         W_ref, _ = refit_quadratic(q, mask)
-        f_ref = q.loss(W_ref)
+        f_ref = loss(q, W_ref)
         if f_ref <= f:
             W, f = W_ref, f_ref
     return W, f, moves

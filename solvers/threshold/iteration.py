@@ -9,7 +9,8 @@ pattern in the norm ``||V||_D^2 = sum_ij d_i V_ij^2``::
     Z_{k+1} = W_{k+1} + (t_k - 1) / t_{k+1} (W_{k+1} - W_k),
 
 with a restart (``t = 1``, the plain step from ``W_k``) whenever the
-accelerated step would raise the loss.
+accelerated step would raise the loss. The loop is written against the
+array namespace of ``W`` (numpy, or e.g. torch on any device).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import math
 
 import numpy as np
 
+from ..base.backend import is_foreign, namespace
 from ..base.gram import Quadratic
 from ..base.patterns import Pattern
 from .projection import support_mask
@@ -28,7 +30,11 @@ def jacobi_scaling(q: Quadratic):
 
     Inputs of (numerically) zero variance, ``d_i <= RCOND max d``, get ``1/d_i =
     sqrt(d_i) = 0``: their gradient vanishes and they are never selected.
+    Foreign moments: the same in their namespace (dead inputs enter the
+    eigenproblem as zero rows, which leaves its largest eigenvalue unchanged).
     """
+    if is_foreign(q.G):
+        return _jacobi_scaling_xp(q.G)
     d = np.diag(q.G).copy()
     alive = d > RCOND * max(float(d.max(initial=0.0)), np.finfo(float).tiny)
     inv_d = np.zeros_like(d)
@@ -42,6 +48,19 @@ def jacobi_scaling(q: Quadratic):
     return inv_d, sqrt_d, L_D
 
 
+def _jacobi_scaling_xp(G):
+    """:func:`jacobi_scaling` of a foreign Gram matrix ``G``."""
+    xp = namespace(G)
+    d = xp.linalg.diagonal(G)
+    alive = d > RCOND * max(float(xp.max(d)), np.finfo(float).tiny)
+    inv_d = xp.where(alive, 1.0 / xp.where(alive, d, 1.0), 0.0)
+    sqrt_d = xp.where(alive, xp.sqrt(xp.where(alive, d, 0.0)), 0.0)
+    if not bool(xp.any(alive)):
+        return inv_d, sqrt_d, 0.0
+    h = xp.sqrt(inv_d)
+    return inv_d, sqrt_d, float(xp.linalg.eigvalsh(G * h[:, None] * h[None, :])[-1])
+
+
 def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: float, *, max_iter, tol, debias_every):
     """Run the iteration from ``W`` (on the pattern); see :func:`~.iht.iht` for the stopping rules.
 
@@ -50,6 +69,7 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
     ``"max_iter"``, and ``info`` with ``loss_start``, ``loss_iht``,
     ``restarts`` and ``lipschitz``.
     """
+    xp = namespace(W)
     GW = q.G @ W
     f = f_start = _loss(q, W, GW)
     mask = W != 0
@@ -68,7 +88,7 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
             Wn, mask_n, GWn, fn = _hard_step(q, W - step[:, None] * (GW - q.C), sqrt_d, pattern, sparsity)
             if fn > f:  # only rounding can cause this: keep W
                 fn, Wn, mask_n, GWn = f, W, mask, GW
-        if debiased and np.array_equal(mask_n, mask):  # a fixed point: keep the least-squares W
+        if debiased and _same(xp, mask_n, mask):  # a fixed point: keep the least-squares W
             history.append(f)
             status = "optimal"
             break
@@ -76,7 +96,7 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_next
         Z, GZ = Wn + beta * (Wn - W), GWn + beta * (GWn - GW)
-        done = np.array_equal(mask_n, mask) and f - fn <= tol * max(f, np.finfo(float).tiny)
+        done = _same(xp, mask_n, mask) and f - fn <= tol * max(f, np.finfo(float).tiny)
         W, GW, f, mask, t = Wn, GWn, fn, mask_n, t_next
         if done:
             status = "optimal"
@@ -90,15 +110,22 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
     return W, f, mask, history, status, info
 
 
-def _loss(q: Quadratic, W: np.ndarray, GW: np.ndarray) -> float:
+def _same(xp, a, b) -> bool:
+    """Whether two masks are equal (``np.array_equal`` in any namespace)."""
+    return bool(xp.all(a == b))
+
+
+def _loss(q: Quadratic, W, GW) -> float:
     """``q.loss(W)`` from a precomputed ``G W`` (saves one matmul)."""
-    return max(0.5 * float(np.sum(W * GW)) - float(np.sum(q.C * W)) + 0.5 * float(q.yy.sum()), 0.0)
+    xp = namespace(W)
+    return max(0.5 * float(xp.sum(W * GW)) - float(xp.sum(q.C * W)) + 0.5 * float(xp.sum(q.yy)), 0.0)
 
 
 def _hard_step(q: Quadratic, V: np.ndarray, sqrt_d: np.ndarray, pattern: Pattern, sparsity: float):
     """Project ``V`` onto the pattern in the ``D``-norm; return ``(W, mask, G W, loss)``."""
-    mask = support_mask(sqrt_d[:, None] * np.abs(V), pattern, sparsity)
-    W = np.where(mask, V, 0.0)
+    xp = namespace(V)
+    mask = support_mask(sqrt_d[:, None] * xp.abs(V), pattern, sparsity)
+    W = xp.where(mask, V, 0.0)
     GW = q.G @ W
     return W, mask, GW, _loss(q, W, GW)
 

@@ -9,8 +9,10 @@ distance from ``W`` to ``W`` restricted to ``T`` is ``||W||_F^2 - sum_T W_ij^2``
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import device as device_of
 from numba import njit
 
+from ..base.backend import is_foreign, namespace
 from ..base.errors import ParameterError, ShapeError
 from ..base.patterns import Pattern, parse_pattern
 from ..base.validation import check_array
@@ -117,7 +119,11 @@ def support_mask(S: np.ndarray, pattern: Pattern, sparsity: float) -> np.ndarray
     value returned by ``pattern.resolve_sparsity``. Tie rule: the lower index
     wins (C-order flat index for ``"unstructured"``, row index within a column
     for ``"per_output"`` and N:M, row / column index for whole rows / columns).
+    Foreign arrays (e.g. torch tensors) are selected on their device by
+    :func:`support_mask_xp`, with the same result.
     """
+    if is_foreign(S):
+        return support_mask_xp(S, pattern, sparsity)
     N, M = S.shape
     pattern.check_shape(N, M)
     keep = pattern.kept(sparsity, N, M)
@@ -136,6 +142,44 @@ def support_mask(S: np.ndarray, pattern: Pattern, sparsity: float) -> np.ndarray
     else:
         mask[:, chosen] = True
     return mask
+
+
+def _topk_along(S, keep: int, axis: int):
+    """Mask of the ``keep`` largest entries of ``S`` along ``axis``, the lower index winning ties.
+
+    With ``t`` the ``keep``-th largest value (a sort), the entries ``> t`` are
+    kept, then the first ``keep - #{S > t}`` entries ``== t`` in index order
+    (a cumulative count); namespace-generic, no integer-array assignment.
+    """
+    xp = namespace(S)
+    size = S.shape[axis]
+    if keep <= 0 or keep >= size:
+        full = xp.ones if keep > 0 else xp.zeros
+        return full(S.shape, dtype=xp.bool, device=device_of(S))
+    order = xp.sort(S, axis=axis, descending=True)
+    thr = xp.take(order, xp.asarray([keep - 1], device=device_of(S)), axis=axis)
+    above = S > thr
+    need = keep - xp.sum(xp.astype(above, xp.int64), axis=axis, keepdims=True)
+    ties = S == thr
+    return above | (ties & (xp.cumulative_sum(xp.astype(ties, xp.int64), axis=axis) <= need))
+
+
+def support_mask_xp(S, pattern: Pattern, sparsity: float):
+    """:func:`support_mask` for a foreign (non-numpy) array ``S``, computed in its namespace and device."""
+    xp = namespace(S)
+    N, M = S.shape
+    pattern.check_shape(N, M)
+    keep = pattern.kept(sparsity, N, M)
+    kind = pattern.kind
+    if kind == "unstructured":
+        return xp.reshape(_topk_along(xp.reshape(S, (N * M,)), keep, 0), (N, M))
+    if kind == "per_output":
+        return _topk_along(S, keep, 0)
+    if kind == "n:m":
+        return xp.reshape(_topk_along(xp.reshape(S, (N // pattern.m, pattern.m, M)), keep, 1), (N, M))
+    if kind == "input_rows":
+        return xp.broadcast_to(_topk_along(xp.sum(S * S, axis=1), keep, 0)[:, None], (N, M))
+    return xp.broadcast_to(_topk_along(xp.sum(S * S, axis=0), keep, 0)[None, :], (N, M))
 
 
 def project(W, *, sparsity=None, pattern="unstructured", scores=None):

@@ -9,10 +9,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from array_api_compat import device as device_of
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
+from ..base.backend import as_quadratic_any, intercept_for, is_foreign, loss as loss_of, namespace, \
+    scatter_rows, take_2d, to_host
 from ..base.errors import ShapeError
-from ..base.gram import Quadratic, as_quadratic
+from ..base.gram import Quadratic
 from ..base.result import Result
 from ..base.validation import check_array, check_scalar
 
@@ -45,7 +48,11 @@ def _psd_solve(A: np.ndarray, B: np.ndarray):
     3. If even that fails (rounding on a badly scaled ``A``), the
        eigen-decomposition pseudo-inverse with eigenvalues below
        ``RCOND * max eigenvalue`` dropped.
+
+    Foreign arrays (e.g. torch tensors) go through :func:`_psd_solve_xp`.
     """
+    if is_foreign(A):
+        return _psd_solve_xp(A, B)
     scale = max(float(np.max(np.diag(A))), np.finfo(float).tiny)
     try:
         factor = cho_factor(A, lower=True, check_finite=False)
@@ -65,6 +72,32 @@ def _psd_solve(A: np.ndarray, B: np.ndarray):
     return V @ (inv[:, None] * (V.T @ B)), True
 
 
+def _cholesky_ok(xp, A, scale: float) -> bool:
+    """Whether ``A`` has a Cholesky factor with every squared pivot above ``RCOND * scale``."""
+    try:
+        L = xp.linalg.cholesky(A)
+    except Exception:  # noqa: BLE001 - each library raises its own LinAlgError
+        return False
+    pivot = float(xp.min(xp.linalg.diagonal(L)))
+    return pivot == pivot and pivot**2 > RCOND * scale
+
+
+def _psd_solve_xp(A, B):
+    """:func:`_psd_solve` in ``A``'s namespace: the same three steps, with ``xp.linalg.solve``
+    (the standard has no triangular solve) once the Cholesky test accepted the matrix."""
+    xp = namespace(A, B)
+    scale = max(float(xp.max(xp.linalg.diagonal(A))), np.finfo(float).tiny)
+    if _cholesky_ok(xp, A, scale):
+        return xp.linalg.solve(A, B), False
+    eye = xp.eye(A.shape[0], dtype=A.dtype, device=device_of(A))
+    if _cholesky_ok(xp, A + RCOND * scale * eye, 0.0):
+        return xp.linalg.solve(A + RCOND * scale * eye, B), True
+    lam, V = xp.linalg.eigh(A)
+    keep = lam > RCOND * max(float(lam[-1]), 0.0)
+    inv = xp.where(keep, 1.0 / xp.where(keep, lam, 1.0), 0.0)
+    return V @ (inv[:, None] * (V.T @ B)), True
+
+
 def support_groups(mask: np.ndarray):
     """Yield ``(rows, cols)``: output columns ``cols`` that share the support ``rows``."""
     keys = np.packbits(mask, axis=0).T
@@ -81,7 +114,11 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0):
 
     Features of (numerically) zero variance, ``G_ii <= RCOND * max G``, get
     weight 0: they cannot change the loss, and 0 is the minimum-norm choice.
+    Foreign moments (e.g. torch tensors) are refitted on their device by
+    :func:`_refit_xp`.
     """
+    if is_foreign(q.G):
+        return _refit_xp(q, mask, ridge)
     N, M = mask.shape
     W = np.zeros((N, M))
     diag = np.diag(q.G)
@@ -98,6 +135,34 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0):
         sol, regularized = _psd_solve(A, q.C[np.ix_(rows, cols)])
         n_regularized += regularized
         W[np.ix_(rows, cols)] = sol
+    return W, {"n_groups": n_groups, "n_regularized": n_regularized}
+
+
+def _refit_xp(q: Quadratic, mask, ridge: float):
+    """:func:`refit_quadratic` in the namespace of ``q``: the supports are grouped on the host, each
+    group solved on the device, and the columns assembled by ``take`` (no integer-array assignment)."""
+    xp = namespace(q.G)
+    N, M = q.G.shape[0], q.C.shape[1]
+    host_mask = to_host(mask)
+    diag = to_host(xp.linalg.diagonal(q.G)).astype(np.float64)
+    alive = diag > RCOND * max(float(diag.max(initial=0.0)), np.finfo(float).tiny)
+    blocks, order = [], []
+    n_groups = n_regularized = 0
+    for rows, cols in support_groups(host_mask):
+        n_groups += 1
+        rows = rows[alive[rows]]
+        sol = xp.zeros((0, cols.size), dtype=q.G.dtype, device=device_of(q.G))
+        if rows.size:
+            A = take_2d(q.G, rows, rows)
+            if ridge:
+                A = A + ridge * xp.eye(rows.size, dtype=A.dtype, device=device_of(A))
+            sol, regularized = _psd_solve_xp(A, take_2d(q.C, rows, cols))
+            n_regularized += regularized
+        blocks.append(scatter_rows(sol, rows, N))
+        order.append(cols)
+    where = np.empty(M, dtype=np.int64)
+    where[np.concatenate(order)] = np.arange(M)
+    W = xp.take(xp.concat(blocks, axis=1), xp.asarray(where, device=device_of(q.G)), axis=1)
     return W, {"n_groups": n_groups, "n_regularized": n_regularized}
 
 
@@ -139,17 +204,18 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0) -
     if mask is None:
         raise ShapeError("refit needs a mask (n_features, n_outputs)")
     ridge = check_scalar(ridge, "ridge", low=0.0)
-    q = as_quadratic(X, Y, intercept=intercept)
-    support = check_mask(mask, q.n_features, q.n_outputs)
+    q = as_quadratic_any(X, Y, intercept=intercept)
+    support = check_mask(to_host(mask), q.n_features, q.n_outputs)
     W, info = refit_quadratic(q, support, ridge)
-    loss = q.loss(W)
-    b = q.intercept_for(W)
+    loss = loss_of(q, W)
+    b = intercept_for(q, W)
     info.update(loss=loss, ridge=ridge)
+    xp = namespace(W)
     return Result(
-        W=W.astype(q.dtype),
-        b=None if b is None else b.astype(q.dtype),
+        W=xp.astype(W, q.dtype),
+        b=None if b is None else xp.astype(b, q.dtype),
         status="optimal",
-        objective=loss + 0.5 * ridge * float(np.sum(W * W)),
+        objective=loss + 0.5 * ridge * float(xp.sum(W * W)),
         iterations=1,
         time=time.perf_counter() - start,
         info=info,
