@@ -7,6 +7,7 @@ from typing import Any
 import array_api_compat as aac
 import numpy as np
 
+from .backend import is_foreign as _foreign
 from .errors import NonFiniteError
 
 STATUSES = ("optimal", "max_iter", "infeasible", "numerical_error")
@@ -95,7 +96,3 @@ class Result:
             f"W={self.W.shape} {self.W.dtype}, sparsity={self.sparsity:.3f})"
         )
 
-
-def _foreign(value) -> bool:
-    """An array of another array-API library than numpy (e.g. a torch tensor)."""
-    return aac.is_array_api_obj(value) and not aac.is_numpy_array(value)
