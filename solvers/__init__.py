@@ -30,10 +30,11 @@ from .base import (
     bisect_sparsity,
     warmup,
 )
-from .dc import feta
+from .dc import feta, l0_relu
 from .grda import grda, grda_step
 from .lasso import lam_max, lasso
 from .nettrim import nettrim
+from .nettrim.reweighted import nettrim_reweighted
 from .threed import AccuracyModel, FlopsModel, ThreeDOptimum, fit_accuracy_model, maximize_accuracy, monomial_exponents, realizable_optimum
 from .threshold import (
     backward_group_selection, iht, l0_admm, magnitude, nm_permutation, project, refit, sparsegpt, wanda,

@@ -5,7 +5,7 @@ maps a :class:`LayerProblem` onto core solver calls) and add one
 ``register_method`` line below; or, from user code, call
 :func:`register_method` with your own :class:`Method`.
 """
-from . import feta, iht, l0, lasso, magnitude, nettrim, sparsegpt, wanda
+from . import feta, iht, l0, l0_relu, lasso, magnitude, nettrim, nettrim_rw, sparsegpt, wanda
 from .registry import (
     ALL_PATTERNS,
     LayerProblem,
@@ -28,3 +28,5 @@ register_method(nettrim.METHOD)
 register_method(feta.METHOD)
 register_method(wanda.METHOD)
 register_method(sparsegpt.METHOD)
+register_method(l0_relu.METHOD)
+register_method(nettrim_rw.METHOD)

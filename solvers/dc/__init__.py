@@ -5,6 +5,8 @@
 convex-concave procedure (:mod:`.feta`, the loop in :mod:`.ccp`): each outer
 step minimizes the convex majorizer (:mod:`.subproblem`, FISTA or SVRG over
 :mod:`.kernels`); the sparsity mode searches the support by majorize-minimize
-(:mod:`.support`).
+(:mod:`.support`). :mod:`.l0_relu` fits the same loss under a sparsity
+pattern by rounds of the l0 ADMM on quadratic majorizers.
 """
 from .feta import feta
+from .l0_relu import l0_relu
