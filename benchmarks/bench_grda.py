@@ -15,9 +15,13 @@ layer; 29k parameters) on the 28 x 28 images, trained three ways for the same
 epochs: SGD with momentum, gRDA, and the SGD run pruned at two thirds of the
 epochs to gRDA's final per-tensor sparsity by magnitude, then retrained with
 masks. ``--cnn --grid`` first picks gRDA's (lr, c, mu) and SGD's lr on a
-validation split (the last 500 of the 4,000 training images held out):
+validation split (the last 500 of the 4,000 training images held out).
+``--schedule step|cosine`` decays gRDA's learning rate over the last third of
+the epochs (to 0.1 of it; SGD keeps its constant rate); ``--decay-grid`` picks
+the schedule for c = 0.006, mu = 0.7 on the same split by the same rule:
 
-    .venv/bin/python benchmarks/bench_grda.py --cnn [--grid] [--epochs 100] [--seeds 0 1]
+    .venv/bin/python benchmarks/bench_grda.py --cnn [--grid | --decay-grid] [--schedule step]
+        [--epochs 100] [--seeds 0 1]
 """
 from __future__ import annotations
 
@@ -28,12 +32,13 @@ import time
 from layertrim.bindings.torch import limit_threads
 from layertrim.bindings.torch.examples.grda_experiment import compare_sgd_grda, interpolation_losses
 from layertrim.bindings.torch.examples.mnist import load_mnist
-from layertrim.bindings.torch.examples.grda_cnn import compare_cnn, validation_grid
+from layertrim.bindings.torch.examples.grda_cnn import SCHEDULES, compare_cnn, validation_grid
 from layertrim.bindings.torch.examples.resnet import mnist_images
 
 MLP_DEFAULTS = {"epochs": 100, "lr": 0.2, "c": 0.006, "mu": 0.55}
 CNN_DEFAULTS = {"epochs": 100, "lr": 0.2, "c": 0.003, "mu": 0.7, "sgd_lr": 0.01}
 GRID_GRDA = [(0.2, 0.003, 0.7), (0.2, 0.006, 0.55), (0.2, 0.006, 0.7)]
+GRID_DECAY = [(0.2, 0.006, 0.7, "step"), (0.2, 0.006, 0.7, "cosine")]
 GRID_SGD = (0.01, 0.02)
 N_VAL = 500
 
@@ -42,6 +47,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cnn", action="store_true", help="the CNN experiment (SGD+momentum, gRDA, prune+retrain)")
     ap.add_argument("--grid", action="store_true", help="with --cnn: tune on a validation split first")
+    ap.add_argument("--decay-grid", action="store_true", help="with --cnn: pick gRDA's lr schedule on it first")
+    ap.add_argument("--schedule", choices=SCHEDULES, default="constant", help="CNN: gRDA's learning-rate schedule")
     ap.add_argument("--epochs", type=int, default=None, help="default 100")
     ap.add_argument("--lr", type=float, default=None, help="gRDA (and MLP SGD) learning rate")
     ap.add_argument("--c", type=float, default=None)
@@ -87,38 +94,43 @@ def main(argv=None):
 
 
 
-def tune_cnn(args):
-    """Grid on a validation split of seed 0; sets args.lr, args.c, args.mu, args.sgd_lr to the best."""
+def tune_cnn(args, grid):
+    """Grid on a validation split of seed 0; sets args.lr, args.c, args.mu, args.schedule, args.sgd_lr."""
     X, y, _, _ = mnist_images(0)
     train_data, val_data = (X[:-N_VAL], y[:-N_VAL]), (X[-N_VAL:], y[-N_VAL:])
     t0 = time.perf_counter()
-    rows = validation_grid(train_data, val_data, grda_grid=GRID_GRDA, sgd_lrs=GRID_SGD, epochs=args.epochs,
+    rows = validation_grid(train_data, val_data, grda_grid=grid, sgd_lrs=GRID_SGD, epochs=args.epochs,
                            batch_size=args.batch_size)
     print(f"validation grid ({len(y) - N_VAL} train / {N_VAL} validation images, {args.epochs} epochs, seed 0, "
           f"{time.perf_counter() - t0:.0f} s)")
-    print(f"{'optimizer':>9} {'lr':>5} {'c':>6} {'mu':>5} {'val acc':>8} {'sparsity':>9}")
+    print(f"{'optimizer':>9} {'lr':>5} {'c':>6} {'mu':>5} {'schedule':>9} {'val acc':>8} {'sparsity':>9}")
     for r in rows:
-        print(f"{r['optimizer']:>9} {r['lr']:5.2f} {r['c']:6.3f} {r['mu']:5.2f} {r['val_acc']:8.3f} {r['sparsity']:9.3f}")
+        print(f"{r['optimizer']:>9} {r['lr']:5.2f} {r['c']:6.3f} {r['mu']:5.2f} {r['schedule']:>9} "
+              f"{r['val_acc']:8.3f} {r['sparsity']:9.3f}")
     sgd = max((r for r in rows if r["optimizer"] == "sgd"), key=lambda r: r["val_acc"])
     # gRDA's target: the sparsest setting within one point of the best SGD on validation, else the most accurate
     grda = [r for r in rows if r["optimizer"] == "grda"]
     close = [r for r in grda if r["val_acc"] >= sgd["val_acc"] - 0.01]
     best = max(close, key=lambda r: r["sparsity"]) if close else max(grda, key=lambda r: r["val_acc"])
     args.sgd_lr, args.lr, args.c, args.mu = sgd["lr"], best["lr"], best["c"], best["mu"]
-    print(f"chosen: SGD lr {args.sgd_lr:g}; gRDA lr {args.lr:g}, c {args.c:g}, mu {args.mu:g}\n")
+    args.schedule = best["schedule"]
+    print(f"chosen: SGD lr {args.sgd_lr:g}; gRDA lr {args.lr:g}, c {args.c:g}, mu {args.mu:g}, "
+          f"schedule {args.schedule}\n")
 
 
 def main_cnn(args):
     """Print the CNN table: per epoch, accuracy of the three runs and their sparsity (medians over seeds)."""
     t0 = time.perf_counter()
     with limit_threads(1):
-        if args.grid:
-            tune_cnn(args)
+        if args.grid or args.decay_grid:
+            tune_cnn(args, GRID_DECAY if args.decay_grid else GRID_GRDA)
         runs = [compare_cnn(epochs=args.epochs, lr=args.lr, c=args.c, mu=args.mu, sgd_lr=args.sgd_lr,
-                            batch_size=args.batch_size, seed=seed, data=mnist_images(seed)) for seed in args.seeds]
+                            batch_size=args.batch_size, seed=seed, data=mnist_images(seed), schedule=args.schedule)
+                for seed in args.seeds]
     st = runs[0].settings
     print(f"CNN 16-32-64 on 4,000 / 1,000 MNIST images, {args.epochs} epochs, batch {args.batch_size}: "
-          f"SGD momentum {st['momentum']} lr {args.sgd_lr:g}; gRDA lr {args.lr:g} c {args.c:g} mu {args.mu:g}; "
+          f"SGD momentum {st['momentum']} lr {args.sgd_lr:g}; gRDA lr {args.lr:g} c {args.c:g} mu {args.mu:g} "
+          f"schedule {args.schedule}; "
           f"magnitude: SGD to epoch {st['prune_epoch']}, per-tensor pruning to gRDA's final sparsity, masked "
           f"retraining; seeds {args.seeds} (medians)")
     print(f"{'epoch':>5} {'SGD acc':>8} {'gRDA acc':>9} {'gRDA sp':>8} {'weights':>8} {'prune+rt acc':>13} {'its sp':>7}")

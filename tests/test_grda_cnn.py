@@ -1,5 +1,5 @@
 """The CNN directional-pruning experiment: gRDA at c = 0 is SGD on the CNN step by
-step, zero counting and per-tensor magnitude masks against brute force, masked
+step (also under a decaying learning rate, whose threshold is the closed-form sum), zero counting and per-tensor magnitude masks against brute force, masked
 retraining keeps its zeros, and the three-way comparison's bookkeeping."""
 import pytest
 
@@ -9,7 +9,9 @@ from layertrim.bindings.torch import GRDA, SparsityLogger, limit_threads  # noqa
 from layertrim.bindings.torch.examples.grda_cnn import (  # noqa: E402
     apply_masks,
     compare_cnn,
+    lr_multipliers,
     magnitude_masks,
+    set_lr,
     validation_grid,
     train_epoch,
     vgg_cnn,
@@ -48,6 +50,44 @@ def test_grda_at_c0_is_sgd_step_by_step(seed):
                 # identical float64 operations up to the order of a few additions of O(1) numbers
                 torch.testing.assert_close(pg, ps, rtol=0, atol=1e-12)
     assert all(grda.state[p]["step"] == 6 for p in grda_model.parameters())
+
+
+def test_lr_multipliers_closed_form():
+    # E = 6: e0 = round(2 * 6 / 3) = 4 epochs at the full rate, then the decay to 0.1
+    assert lr_multipliers(6, "constant") == [1.0] * 6
+    assert lr_multipliers(6, "step") == [1.0] * 4 + [0.1, 0.1]
+    # cosine: 0.1 + 0.9 (1 + cos(pi k / 2)) / 2 for k = 1, 2 -> 0.55, 0.1
+    assert lr_multipliers(6, "cosine") == pytest.approx([1.0] * 4 + [0.55, 0.1], rel=1e-12, abs=1e-15)
+    with pytest.raises(ParameterError, match="schedule"):
+        lr_multipliers(6, "linear")
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_scheduled_grda_is_scheduled_sgd_and_sums_the_threshold(seed, schedule):
+    lr, mu, c, batch = 0.05, 0.7, 0.01, 8
+    models = {name: tiny_cnn(seed) for name in ("grda0", "sgd", "grda")}
+    opts = {"grda0": GRDA(models["grda0"].parameters(), lr=lr, c=0.0, mu=mu),
+            "sgd": torch.optim.SGD(models["sgd"].parameters(), lr=lr, momentum=0.0),
+            "grda": GRDA(models["grda"].parameters(), lr=lr, c=c, mu=mu)}
+    X, y = tiny_data(seed + 1, n=24)
+    step_lrs = []
+    with limit_threads(1):
+        for epoch, m in enumerate(lr_multipliers(6, schedule)):  # 6 epochs of 3 steps
+            order = torch.randperm(len(y), generator=torch_generator(seed + 2 + epoch))
+            for name in models:
+                set_lr(opts[name], lr * m)
+            for i in range(0, len(y), batch):
+                for name in models:
+                    train_epoch(models[name], opts[name], X, y, order[i : i + batch], batch)
+                for pg, ps in zip(models["grda0"].parameters(), models["sgd"].parameters()):
+                    # the same float64 operations up to the order of a few additions of O(1) numbers
+                    torch.testing.assert_close(pg, ps, rtol=0, atol=1e-12)
+                step_lrs.append(lr * m)
+    # T_n = sum_k c lr_k^(mu + 1/2) (k^mu - (k-1)^mu): the step count runs on through the decay
+    expected = sum(c * r ** (mu + 0.5) * (k**mu - (k - 1) ** mu) for k, r in enumerate(step_lrs, start=1))
+    for p in models["grda"].parameters():
+        assert opts["grda"].state[p]["step"] == 18
+        assert opts["grda"].state[p]["threshold"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_zero_fractions_and_masks_match_brute_force(seed):
@@ -133,7 +173,7 @@ def test_validation_grid_rows(seed):
 
 
 @pytest.mark.parametrize("kwargs", [{"epochs": 1}, {"epochs": 4, "prune_epoch": 4}, {"sgd_lr": 0.0},
-                                    {"momentum": 1.0}, {"c": -1.0}])
+                                    {"momentum": 1.0}, {"c": -1.0}, {"schedule": "linear"}])
 def test_bad_settings_are_rejected_before_training(kwargs):
     with pytest.raises(ParameterError):
         compare_cnn(data=_image_data(0), **kwargs)

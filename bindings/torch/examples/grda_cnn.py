@@ -12,6 +12,7 @@ the same number of epochs.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from layertrim.solvers.base.errors import ParameterError
-from layertrim.solvers.base.validation import check_scalar
+from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from ..masks import sparsity as weight_sparsity
 from ..optim.grda import GRDA, SparsityLogger
@@ -27,6 +28,42 @@ from ..training import accuracy
 from .resnet import mnist_images
 
 RUNS = ("sgd", "grda", "magnitude")
+SCHEDULES = ("constant", "step", "cosine")
+DECAY_START = 2 / 3  # fraction of the epochs run at the full learning rate
+DECAY_FACTOR = 0.1  # learning rate at the end of a decay, relative to the start
+
+
+def lr_multipliers(epochs: int, schedule: str = "constant") -> list[float]:
+    """Factor ``m_e`` on gRDA's learning rate in epoch ``e = 1..E`` (one list entry per epoch).
+
+    ``constant``: ``m_e = 1``. With ``e0 = round(2E/3)`` and ``f = 0.1``, ``m_e = 1`` for
+    ``e <= e0``, then ``step``: ``m_e = f``; ``cosine``: ``m_e = f + (1 - f)(1 + cos(pi (e - e0) /
+    (E - e0))) / 2``, which reaches ``f`` (never 0) in the last epoch.
+
+    How it meets the soft threshold: :class:`GRDA` reads ``lr_k`` from its parameter group at
+    every step ``k`` (the step count is not reset), so after ``n`` steps the accumulator is
+    ``a_n = w_0 - sum_k lr_k g_k`` and the threshold ``T_n = sum_k c lr_k^(mu+1/2) (k^mu -
+    (k-1)^mu)``. A decay never lowers ``T`` (the zeros found so far stay below it) but slows
+    its growth by ``m^(mu+1/2)`` (0.063 at ``m = 0.1``, ``mu = 0.7``) while the accumulator's
+    steps shrink by ``m``: sparsity is nearly frozen and the gradient noise of the constant
+    lr is damped.
+    """
+    check_choice(schedule, "schedule", SCHEDULES)
+    epochs = check_scalar(epochs, "epochs", low=1, integer=True)
+    e0 = round(DECAY_START * epochs)
+    if schedule == "constant" or e0 >= epochs:
+        return [1.0] * epochs
+    if schedule == "step":
+        return [1.0 if e <= e0 else DECAY_FACTOR for e in range(1, epochs + 1)]
+    f = DECAY_FACTOR
+    return [1.0 if e <= e0 else f + (1 - f) * (1 + math.cos(math.pi * (e - e0) / (epochs - e0))) / 2
+            for e in range(1, epochs + 1)]
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate (the optimizer's next step uses it)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def vgg_cnn(widths=(16, 32, 64), num_classes: int = 10, image_size: int = 28) -> nn.Sequential:
@@ -126,7 +163,7 @@ class CNNComparison:
     settings: dict = field(default_factory=dict)
 
 
-def _check(epochs, prune_epoch, batch_size, lr, c, mu, sgd_lr, momentum):
+def _check(epochs, prune_epoch, batch_size, lr, c, mu, sgd_lr, momentum, schedule):
     """Validate the settings of :func:`compare_cnn` before any work; returns ``(epochs, prune_epoch)``."""
     epochs = check_scalar(epochs, "epochs", low=2, integer=True)  # one epoch before pruning, one after
     prune_epoch = check_scalar(prune_epoch, "prune_epoch", low=1, high=epochs - 1, integer=True)
@@ -136,16 +173,18 @@ def _check(epochs, prune_epoch, batch_size, lr, c, mu, sgd_lr, momentum):
     check_scalar(mu, "mu", low=0.0)
     check_scalar(sgd_lr, "sgd_lr", low=0.0, low_open=True)
     check_scalar(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+    check_choice(schedule, "schedule", SCHEDULES)
     return epochs, prune_epoch
 
 
 def compare_cnn(*, epochs: int = 100, prune_epoch: int | None = None, lr: float = 0.2, c: float = 0.003,
                 mu: float = 0.7, sgd_lr: float = 0.01, momentum: float = 0.9, batch_size: int = 64,
-                widths=(16, 32, 64), seed: int = 0, data=None) -> CNNComparison:
+                widths=(16, 32, 64), seed: int = 0, data=None, schedule: str = "constant") -> CNNComparison:
     """Train :func:`vgg_cnn` with SGD + momentum, with gRDA, and by magnitude pruning
     + masked retraining at gRDA's final per-tensor sparsity, all for ``epochs`` epochs.
 
-    gRDA uses ``lr``, ``c``, ``mu`` at a constant learning rate; SGD and the
+    gRDA uses ``lr``, ``c``, ``mu``, its learning rate in epoch ``e`` scaled by
+    ``lr_multipliers(epochs, schedule)[e-1]`` (default constant); SGD and the
     retraining use ``sgd_lr`` and ``momentum`` (constant, no weight decay).
     ``prune_epoch`` (default two thirds of ``epochs``) is when the magnitude
     run prunes the SGD network. ``data`` is ``(X_train, y_train, X_test,
@@ -154,7 +193,8 @@ def compare_cnn(*, epochs: int = 100, prune_epoch: int | None = None, lr: float 
     ``benchmarks/bench_grda.py --cnn --grid``.
     """
     prune_epoch = max(1, round(2 * epochs / 3)) if prune_epoch is None else prune_epoch
-    epochs, prune_epoch = _check(epochs, prune_epoch, batch_size, lr, c, mu, sgd_lr, momentum)
+    epochs, prune_epoch = _check(epochs, prune_epoch, batch_size, lr, c, mu, sgd_lr, momentum, schedule)
+    grda_lrs = [lr * m for m in lr_multipliers(epochs, schedule)]
     X, y, Xt, yt = mnist_images(seed) if data is None else data
     models = {"sgd": seeded_cnn(seed, widths)}
     models["grda"] = copy.deepcopy(models["sgd"])
@@ -168,6 +208,7 @@ def compare_cnn(*, epochs: int = 100, prune_epoch: int | None = None, lr: float 
     seconds = {r: 0.0 for r in RUNS}
     snapshot = None
     for epoch, order in enumerate(orders, start=1):
+        set_lr(opts["grda"], grda_lrs[epoch - 1])
         for name in ("sgd", "grda"):
             t0 = time.perf_counter()
             train_epoch(models[name], opts[name], X, y, order, batch_size)
@@ -181,7 +222,8 @@ def compare_cnn(*, epochs: int = 100, prune_epoch: int | None = None, lr: float 
     _magnitude_run(models, snapshot, orders[prune_epoch:], hist, seconds, (X, y, Xt, yt), sgd_lr, momentum,
                    batch_size)
     settings = {"epochs": epochs, "prune_epoch": prune_epoch, "lr": lr, "c": c, "mu": mu, "sgd_lr": sgd_lr,
-                "momentum": momentum, "batch_size": batch_size, "widths": tuple(widths), "seed": seed}
+                "momentum": momentum, "batch_size": batch_size, "widths": tuple(widths), "seed": seed,
+                "schedule": schedule}
     return CNNComparison(models, hist, seconds, settings)
 
 
@@ -211,28 +253,31 @@ def _magnitude_run(models, snapshot, orders, hist, seconds, data, sgd_lr, moment
 
 def validation_grid(train_data, val_data, *, grda_grid, sgd_lrs, momentum: float = 0.9, epochs: int = 100,
                     batch_size: int = 64, widths=(16, 32, 64), seed: int = 0) -> list[dict]:
-    """Validation accuracy and final sparsity of each gRDA setting ``(lr, c, mu)`` in
-    ``grda_grid`` and of SGD + momentum at each learning rate in ``sgd_lrs``.
+    """Validation accuracy and final sparsity of each gRDA setting ``(lr, c, mu)`` or
+    ``(lr, c, mu, schedule)`` (see :func:`lr_multipliers`; default ``constant``) in
+    ``grda_grid`` and of SGD + momentum at each (constant) learning rate in ``sgd_lrs``.
 
     Every run starts from the same initialization, sees the same batches and
     trains ``epochs`` epochs on ``train_data``; it is scored on ``val_data``
     (held out from the training images, never the test set). Rows:
-    ``{"optimizer", "lr", "c", "mu", "val_acc", "sparsity"}``.
+    ``{"optimizer", "lr", "c", "mu", "schedule", "val_acc", "sparsity"}``.
     """
     epochs = check_scalar(epochs, "epochs", low=1, integer=True)
+    runs = [("grda", float(g[0]), float(g[1]), float(g[2]), g[3] if len(g) > 3 else "constant") for g in grda_grid]
+    runs += [("sgd", float(lr), 0.0, 0.0, "constant") for lr in sgd_lrs]
+    multipliers = {kind: lr_multipliers(epochs, kind) for *_, kind in runs}  # checks every schedule first
     X, y = train_data
     Xv, yv = val_data
     gen = torch.Generator().manual_seed(seed)
     orders = [torch.randperm(len(y), generator=gen) for _ in range(epochs)]
-    runs = [("grda", float(lr), float(c), float(mu)) for lr, c, mu in grda_grid]
-    runs += [("sgd", float(lr), 0.0, 0.0) for lr in sgd_lrs]
     rows = []
-    for kind, lr, c, mu in runs:
+    for kind, lr, c, mu, schedule in runs:
         model = seeded_cnn(seed, widths)
         opt = (GRDA(model.parameters(), lr=lr, c=c, mu=mu) if kind == "grda"
                else torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum))
-        for order in orders:
+        for order, m in zip(orders, multipliers[schedule]):
+            set_lr(opt, lr * m)
             train_epoch(model, opt, X, y, order, batch_size)
-        rows.append({"optimizer": kind, "lr": lr, "c": c, "mu": mu, "val_acc": accuracy(model, Xv, yv),
-                     "sparsity": SparsityLogger(model).current()})
+        rows.append({"optimizer": kind, "lr": lr, "c": c, "mu": mu, "schedule": schedule,
+                     "val_acc": accuracy(model, Xv, yv), "sparsity": SparsityLogger(model).current()})
     return rows
