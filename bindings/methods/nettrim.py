@@ -12,12 +12,13 @@ from layertrim.solvers.nettrim import nettrim
 from .registry import Method, Solution, keyword_options
 
 
-def solve(problem, spec):
+def cascade_setting(problem, eps):
+    """``(target, eps, V, info)`` of a Net-Trim-type program on ``problem`` (module docstring)."""
     X, Y = problem.data
     W0, b0, relu = problem.W0, problem.b0, problem.relu
     pred0 = X @ W0 + (0 if b0 is None else b0)
     target = np.maximum(Y, 0) if relu else Y
-    eps, V, info = spec.eps, None, {}
+    V, info = None, {}
     if problem.cascade:
         if relu:
             V = pred0.astype(X.dtype)
@@ -26,6 +27,12 @@ def solve(problem, spec):
             base = float(np.linalg.norm(dense - target) / max(np.linalg.norm(target), 1e-300))
             info["eps_requested"] = eps
             eps = max(eps, problem.gamma * base)
+    return target, eps, V, info
+
+
+def solve(problem, spec):
+    X, relu = problem.data[0], problem.relu
+    target, eps, V, info = cascade_setting(problem, spec.eps)
     res = nettrim(X, target.astype(X.dtype), eps=eps, sparsity=spec.sparsity, relu=relu,
                   intercept=problem.intercept, V=V, **spec.options)
     return Solution(W=res.W, b=res.b, status=res.status, iterations=res.iterations, info={**info, **res.info},

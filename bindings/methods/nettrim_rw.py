@@ -5,27 +5,15 @@ As ``nettrim`` in the cascade scheme: the inactive set is bounded by
 weights stay feasible. The refit on the support is the solver's own
 (post-ReLU on ReLU layers), so the generic one does not follow.
 """
-import numpy as np
-
 from layertrim.solvers.nettrim.reweighted import nettrim_reweighted
 
+from .nettrim import cascade_setting
 from .registry import Method, Solution, keyword_options
 
 
 def solve(problem, spec):
-    X, Y = problem.data
-    W0, b0, relu = problem.W0, problem.b0, problem.relu
-    pred0 = X @ W0 + (0 if b0 is None else b0)
-    target = np.maximum(Y, 0) if relu else Y
-    eps, V, info = spec.eps, None, {}
-    if problem.cascade:
-        if relu:
-            V = pred0.astype(X.dtype)
-        if eps is not None:
-            dense = np.maximum(pred0, 0) if relu else pred0
-            base = float(np.linalg.norm(dense - target) / max(np.linalg.norm(target), 1e-300))
-            info["eps_requested"] = eps
-            eps = max(eps, problem.gamma * base)
+    X, relu = problem.data[0], problem.relu
+    target, eps, V, info = cascade_setting(problem, spec.eps)
     res = nettrim_reweighted(X, target.astype(X.dtype), eps=eps, sparsity=spec.sparsity, relu=relu,
                              intercept=problem.intercept, V=V, **spec.options)
     res_info = {k: v for k, v in res.info.items() if k not in ("iterates", "support")}

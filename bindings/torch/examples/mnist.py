@@ -51,23 +51,28 @@ def mlp(sizes=SIZES) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def trained_mlp(seed: int = 0, *, epochs: int = 20, cache: bool = True) -> nn.Sequential:
-    """The reference 784-300-100-10 network, trained once per seed and cached."""
-    path = cache_dir() / f"mlp_{'-'.join(map(str, SIZES))}_seed{seed}_ep{epochs}.pt"
-    with torch.random.fork_rng(devices=[]):  # a seeded initialization; the caller's generator is left alone
+def trained_and_cached(build, path, data, *, seed: int, epochs: int, cache: bool = True) -> nn.Module:
+    """``build()`` initialized from ``seed`` (the caller's generator left alone), then loaded from
+    ``path`` or trained on ``data() -> (X, y, ...)`` and stored there; in eval mode."""
+    with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are not forked
-        model = mlp()
+        model = build()
     if cache and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
-        model.eval()
-        return model
-    X_train, y_train, _, _ = load_mnist(seed)
-    train(model, X_train, y_train, epochs=epochs, seed=seed)
+        return model.eval()
+    X, y = data()[:2]
+    train(model, X, y, epochs=epochs, seed=seed)
     if cache:
         tmp = path.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
-    return model
+    return model.eval()
+
+
+def trained_mlp(seed: int = 0, *, epochs: int = 20, cache: bool = True) -> nn.Sequential:
+    """The reference 784-300-100-10 network, trained once per seed and cached."""
+    path = cache_dir() / f"mlp_{'-'.join(map(str, SIZES))}_seed{seed}_ep{epochs}.pt"
+    return trained_and_cached(mlp, path, lambda: load_mnist(seed), seed=seed, epochs=epochs, cache=cache)
 
 
 def layer_problem(layer: int = 0, *, n_samples: int = N_TRAIN, post_relu: bool = False, seed: int = 0):

@@ -13,7 +13,6 @@ thresholding grows with ``d``.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +21,8 @@ from torch import nn
 from layertrim.solvers.base.validation import check_choice, check_scalar, check_sparsity
 
 from ..prune import prune
-from ..training import accuracy, train
-from .mnist import cache_dir, load_mnist, mlp
+from ..training import accuracy
+from .mnist import cache_dir, load_mnist, mlp, trained_and_cached
 from .total_time import METHODS
 
 
@@ -38,20 +37,9 @@ def trained_deep_mlp(depth: int, *, width: int = 128, epochs: int = 20, seed: in
                      cache: bool = True) -> nn.Sequential:
     """:func:`deep_mlp` trained by the reference recipe (Adam, lr 1e-3, batch 64), cached on disk."""
     epochs = check_scalar(epochs, "epochs", low=1, integer=True)
-    with torch.random.fork_rng(devices=[]):  # a seeded initialization; the caller's generator is left alone
-        torch.default_generator.manual_seed(seed)
-        model = deep_mlp(depth, width)
     path = cache_dir() / f"deep_mlp_d{depth}_w{width}_seed{seed}_ep{epochs}.pt"
-    if cache and path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
-    X, y, _, _ = load_mnist(seed)
-    train(model, X, y, epochs=epochs, seed=seed)
-    if cache:
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    return model.eval()
+    return trained_and_cached(lambda: deep_mlp(depth, width), path, lambda: load_mnist(seed), seed=seed,
+                              epochs=epochs, cache=cache)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ counted in ``t_retrain``.
 from __future__ import annotations
 
 import copy
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -30,8 +29,7 @@ from layertrim.solvers.base.validation import check_choice, check_scalar, check_
 from ..finetune import fine_tune
 from ..masks import sparsity as model_sparsity
 from ..prune import prune
-from ..training import train
-from .mnist import cache_dir
+from .mnist import cache_dir, trained_and_cached
 from .resnet import mnist_images
 
 #: the prune settings of each method (uniform per-layer sparsity, cascade scheme):
@@ -61,19 +59,7 @@ def trained_convnet(seed: int = 0, *, epochs: int = 8, cache: bool = True) -> nn
     """:func:`tiny_convnet` trained like the reference MLP (Adam, lr 1e-3, batch 64) on the 4,000 training images."""
     epochs = check_scalar(epochs, "epochs", low=1, integer=True)
     path = cache_dir() / f"convnet_16-32_seed{seed}_ep{epochs}.pt"
-    with torch.random.fork_rng(devices=[]):  # a seeded initialization; the caller's generator is left alone
-        torch.default_generator.manual_seed(seed)
-        model = tiny_convnet()
-    if cache and path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
-    X, y, _, _ = mnist_images(seed)
-    train(model, X, y, epochs=epochs, seed=seed)
-    if cache:
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    return model.eval()
+    return trained_and_cached(tiny_convnet, path, lambda: mnist_images(seed), seed=seed, epochs=epochs, cache=cache)
 
 
 def epoch_batches(X, y, *, epoch: int, batch_size: int = 64, seed: int = 0) -> list:
