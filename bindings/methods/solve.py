@@ -97,7 +97,7 @@ def _errors(problem: LayerProblem, W, b):
 
 def _refit(problem: LayerProblem, W):
     X, Y = problem.linear_args()
-    return refit_support(X, Y, W != 0, intercept=problem.intercept)
+    return refit_support(X, Y, W != 0, intercept=problem.intercept, anchor=problem.W0)
 
 
 def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gamma: float,

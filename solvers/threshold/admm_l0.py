@@ -144,11 +144,11 @@ def l0_admm(
         info = {"loss_admm": f_start, "source": "start", "rho_start": rhos[0], "rho_final": rhos[0]}
     else:
         W, mask, history, status, iterations, info = _admm_and_refit(
-            q, W, mask, f_start, sqrt_d, pat, s, rhos=rhos, max_iter=max_iter, tol=tol
+            q, W, mask, f_start, sqrt_d, pat, s, rhos=rhos, max_iter=max_iter, tol=tol, anchor=W0
         )
     moves = 0
     if swaps and pat.kind in ENTRY_WISE and L_D > 0:
-        W, moves = _exchange(q, W, mask, pat)
+        W, moves = _exchange(q, W, mask, pat, anchor=W0)
     if status == "max_iter":
         warnings.warn(
             f"l0_admm stopped after max_iter={max_iter} iterations before the support settled "
@@ -173,13 +173,13 @@ def l0_admm(
 
 def start_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d, W0):
     """``(W, mask, loss)``: the better of the refits on the projections of ``W0`` by ``|W0|``
-    (magnitude) and by ``sqrt(G_ii) |W0_ij|`` (Wanda-like scores); ``mask`` is the support
-    chosen, which may hold inputs of zero variance that the refit set to 0."""
+    (magnitude) and by ``sqrt(G_ii) |W0_ij|`` (Wanda-like scores), each the least-squares
+    solution nearest to ``W0``; ``mask`` is the support chosen."""
     xp = namespace(W0)
     best = None
     for scores in (xp.abs(W0), sqrt_d[:, None] * xp.abs(W0)):
         mask = support_mask(scores, pattern, sparsity)
-        W, _ = refit_quadratic(q, mask)
+        W, _ = refit_quadratic(q, mask, anchor=W0)
         f = loss(q, W)
         if best is None or f < best[2]:
             best = (W, mask, f)
@@ -194,9 +194,11 @@ def _check_rhos(rho) -> tuple:
     return tuple(check_scalar(r, "rho", low=0.0, low_open=True) for r in values)
 
 
-def _admm_and_refit(q: Quadratic, W, mask, f_start, sqrt_d, pattern: Pattern, sparsity, *, rhos, max_iter, tol):
-    """One ADMM run from ``W`` per initial penalty, then the least-squares refit of the best support
-    found (the last one and the one of least loss of every run) if it beats ``W``.
+def _admm_and_refit(q: Quadratic, W, mask, f_start, sqrt_d, pattern: Pattern, sparsity, *, rhos, max_iter, tol,
+                    anchor):
+    """One ADMM run from ``W`` per initial penalty, then the least-squares refit (nearest to
+    ``anchor``) of the best support found (the last one and the one of least loss of every run)
+    if it beats ``W``.
 
     Returns ``(W, mask, history, status, iterations, info)``: history and status of the run that
     found the support, the iterations of all runs, ``info`` with ``loss_admm``, ``source``,
@@ -211,7 +213,7 @@ def _admm_and_refit(q: Quadratic, W, mask, f_start, sqrt_d, pattern: Pattern, sp
         iterations += len(history["objective"])
         xp = namespace(final)
         for candidate in (final, best) if not bool(xp.all(final == best)) else (final,):
-            W_ref, _ = refit_quadratic(q, candidate)
+            W_ref, _ = refit_quadratic(q, candidate, anchor=anchor)
             f_ref = loss(q, W_ref)
             if chosen is None or f_ref < chosen[0]:
                 chosen = (f_ref, W_ref, candidate, history, status, rho)
@@ -224,15 +226,15 @@ def _admm_and_refit(q: Quadratic, W, mask, f_start, sqrt_d, pattern: Pattern, sp
     return W, mask, history, status, iterations, info
 
 
-def _exchange(q: Quadratic, W, mask, pattern: Pattern):
+def _exchange(q: Quadratic, W, mask, pattern: Pattern, anchor):
     """Exchanges on ``mask`` (the support of ``W``; on the host for foreign arrays), then least
-    squares on the result if no worse: ``(W, moves)``."""
+    squares on the result (nearest to ``anchor``) if no worse: ``(W, moves)``."""
     N = q.n_features
     groups = np.arange(N) // pattern.m if pattern.kind == "n:m" else np.zeros(N, dtype=np.int64)
     refined, moves = swap_refine(to_host_quadratic(q), to_host(mask), groups)
     mask = like(refined, mask) if is_foreign(mask) else refined
     if moves:
-        W_ref, _ = refit_quadratic(q, mask)
+        W_ref, _ = refit_quadratic(q, mask, anchor=anchor)
         if loss(q, W_ref) <= loss(q, W):
             W = W_ref
     return W, moves

@@ -28,12 +28,13 @@ from .swaps import swap_refine
 
 
 def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0: np.ndarray) -> np.ndarray:
-    """The better of two refits: on the projection of ``W0`` by ``|W0|`` (magnitude)
-    and by ``sqrt(d_i) |W0_ij|`` (the ``D``-norm projection, Wanda-like scores)."""
+    """The better of two refits (each the least-squares solution nearest to ``W0``): on the
+    projection of ``W0`` by ``|W0|`` (magnitude) and by ``sqrt(d_i) |W0_ij|`` (the
+    ``D``-norm projection, Wanda-like scores)."""
     xp = namespace(W0)
     best, best_loss = None, np.inf
     for scores in (xp.abs(W0), sqrt_d[:, None] * xp.abs(W0)):
-        W, _ = refit_quadratic(q, support_mask(scores, pattern, sparsity))
+        W, _ = refit_quadratic(q, support_mask(scores, pattern, sparsity), anchor=W0)
         f = loss(q, W)
         if f < best_loss:
             best, best_loss = W, f
@@ -86,7 +87,10 @@ def iht(
         Stop when the support is unchanged and the loss decreased by less than
         ``tol`` times its value in one iteration.
     refit : bool
-        Finish with least squares on the final support.
+        Finish with least squares on the final support. Every refit (start,
+        debias, finish) returns, of the minimizers on its support, the one
+        nearest to ``W0``: with fewer samples than kept inputs the loss has
+        many, and the others move the weights where the data never looked.
     debias_every : int >= 0
         Every ``debias_every`` iterations (0: never), replace the iterate by
         the least-squares solution on its support and drop the momentum; stop
@@ -179,11 +183,14 @@ def iht(
         if permute:
             perm = nm_permutation(sqrt_d[:, None] * np.abs(W0), pat)
             q, W0, inv_d, sqrt_d = permute_inputs(q, perm), W0[perm], inv_d[perm], sqrt_d[perm]
-        W = initial_weights(q, pat, s, sqrt_d, W0)
+        W_start = initial_weights(q, pat, s, sqrt_d, W0)
         W, f, mask, history, status, info = iterate(
-            q, W, inv_d, sqrt_d, L_D, pat, s, max_iter=max_iter, tol=tol, debias_every=debias_every
+            q, W_start, inv_d, sqrt_d, L_D, pat, s, max_iter=max_iter, tol=tol, debias_every=debias_every,
+            anchor=W0,
         )
-        W, f, moves = _refine(q, W, f, mask, pat, swaps=swaps and L_D > 0, refit=refit)
+        # the start is already the refit on its support: refit only after a move
+        W, f, moves = _refine(q, W, f, mask, pat, swaps=swaps and L_D > 0, refit=refit and W is not W_start,
+                              anchor=W0)
 
     if status == "max_iter":
         warnings.warn(
@@ -219,9 +226,10 @@ def _check_pattern(pattern: Pattern, n_features: int, n_outputs: int, *, permute
         raise ParameterError(f"swaps=True needs an entry-wise pattern (unstructured, per_output, N:M), got {pattern}")
 
 
-def _refine(q: Quadratic, W, f, mask, pattern: Pattern, *, swaps: bool, refit: bool):
+def _refine(q: Quadratic, W, f, mask, pattern: Pattern, *, swaps: bool, refit: bool, anchor):
     """Exchange refinement of the support (``swaps``; on the host for foreign arrays), then
-    least squares on it if that is no worse; returns ``(W, loss, exchanges made)``."""
+    least squares on it (nearest to ``anchor``) if that is no worse; returns
+    ``(W, loss, exchanges made)``."""
     moves = 0
     if swaps:
         N = q.n_features
@@ -229,7 +237,7 @@ def _refine(q: Quadratic, W, f, mask, pattern: Pattern, *, swaps: bool, refit: b
         refined, moves = swap_refine(to_host_quadratic(q), to_host(mask), groups)
         mask = like(refined, mask) if is_foreign(mask) else refined
     if refit or moves:
-        W_ref, _ = refit_quadratic(q, mask)
+        W_ref, _ = refit_quadratic(q, mask, anchor=anchor)
         f_ref = loss(q, W_ref)
         if f_ref <= f:
             W, f = W_ref, f_ref

@@ -61,9 +61,11 @@ def _jacobi_scaling_xp(G):
     return inv_d, sqrt_d, float(xp.linalg.eigvalsh(G * h[:, None] * h[None, :])[-1])
 
 
-def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: float, *, max_iter, tol, debias_every):
+def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: float, *, max_iter, tol, debias_every,
+            anchor=None):
     """Run the iteration from ``W`` (on the pattern); see :func:`~.iht.iht` for the stopping rules.
 
+    Debiasing refits return the least-squares solution nearest to ``anchor``.
     Returns ``(W, f, mask, history, status, info)``: the last iterate, its
     loss and support, the loss after each iteration, ``"optimal"`` or
     ``"max_iter"``, and ``info`` with ``loss_start``, ``loss_iht``,
@@ -104,7 +106,7 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
         since_debias += 1
         debiased = bool(debias_every) and since_debias >= debias_every
         if debiased:
-            W, GW, f = _debias(q, W, GW, f, mask)
+            W, GW, f = _debias(q, W, GW, f, mask, anchor)
             Z, GZ, t, since_debias = W, GW, 1.0, 0
     info = {"loss_start": f_start, "loss_iht": f, "restarts": restarts, "lipschitz": L_D}
     return W, f, mask, history, status, info
@@ -130,9 +132,10 @@ def _hard_step(q: Quadratic, V: np.ndarray, sqrt_d: np.ndarray, pattern: Pattern
     return W, mask, GW, _loss(q, W, GW)
 
 
-def _debias(q: Quadratic, W, GW, f, mask):
-    """The least-squares solution on the support of ``W`` when it is no worse: ``(W, G W, loss)``."""
-    W_ls, _ = refit_quadratic(q, mask)
+def _debias(q: Quadratic, W, GW, f, mask, anchor):
+    """The least-squares solution on the support of ``W`` (nearest to ``anchor``) when it is
+    no worse: ``(W, G W, loss)``."""
+    W_ls, _ = refit_quadratic(q, mask, anchor=anchor)
     GW_ls = q.G @ W_ls
     f_ls = _loss(q, W_ls, GW_ls)
     if f_ls <= f:

@@ -34,7 +34,7 @@ def magnitude(
     Without data the result is the projection and ``objective`` is the squared
     distance ``1/2 ||W - W_T||_F^2``. With data ``(X, Y)`` (or a GramStats as
     ``X``) the objective is the layer loss ``(1/2P) ||X W_T + 1 b^T - Y||_F^2``
-    (plus ``ridge/2 ||W_T||^2`` after a refit).
+    (plus ``ridge/2 ||W_T - project(W)||^2`` after a refit).
 
     Parameters
     ----------
@@ -45,7 +45,9 @@ def magnitude(
     X, Y : arrays (n_samples, n_features), (n_samples, n_outputs), or GramStats and None
         Layer data; required when ``refit`` is True.
     refit : bool
-        Replace the kept weights by least squares on the support (:func:`refit`).
+        Replace the kept weights by least squares on the support (:func:`refit`);
+        of its minimizers (many with fewer samples than kept inputs), the one
+        nearest to ``W``.
     b : array (n_outputs,), optional
         The layer's bias, kept as is when not refitting. When None and
         ``intercept`` is True, the bias is set to its optimal value for the
@@ -53,7 +55,7 @@ def magnitude(
     intercept : bool
         Whether the layer has a bias.
     ridge : float >= 0
-        Ridge of the refit.
+        Ridge of the refit, toward the kept trained weights.
     permute : bool
         For N:M patterns only: choose the groups after reordering the inputs by
         :func:`nm_permutation` of the scores. ``W`` stays in the original
@@ -106,11 +108,11 @@ def magnitude(
     if (q.n_features, q.n_outputs) != W.shape:
         raise ShapeError(f"W must have shape ({q.n_features}, {q.n_outputs}) to match the data, got {W.shape}")
     if refit:
-        W64, extra = refit_quadratic(q, mask, ridge)
+        W64, extra = refit_quadratic(q, mask, ridge, anchor=W)
         info.update(extra)
         bias = q.intercept_for(W64)
         loss = q.loss(W64)
-        objective = loss + 0.5 * ridge * float(np.sum(W64 * W64))
+        objective = loss + 0.5 * ridge * float(np.sum((W64 - Wp) ** 2))
     else:
         W64 = Wp.astype(np.float64)
         loss = q.loss(W64)

@@ -12,12 +12,13 @@ import numpy as np
 from array_api_compat import device as device_of
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-from ..base.backend import as_quadratic_any, intercept_for, is_foreign, loss as loss_of, namespace, \
+from ..base.backend import as_quadratic_any, intercept_for, is_foreign, like, loss as loss_of, namespace, \
     scatter_rows, take_2d, to_host
 from ..base.errors import ShapeError
 from ..base.gram import Quadratic
 from ..base.result import Result
 from ..base.validation import check_array, check_scalar
+from .low_rank import gram_factor
 
 #: the smallest acceptable squared Cholesky pivot relative to the largest
 #: diagonal entry, the relative size of the fallback ridge, and the relative
@@ -109,41 +110,59 @@ def support_groups(mask: np.ndarray):
         yield np.flatnonzero(mask[:, cols[0]]), cols
 
 
-def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0):
-    """float64 weights minimizing ``q.loss(W) + ridge/2 ||W||^2`` on ``mask``; returns ``(W, info)``.
+def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=None):
+    """float64 weights minimizing ``q.loss(W) + ridge/2 ||W - A||^2`` on ``mask``; returns ``(W, info)``.
 
-    Features of (numerically) zero variance, ``G_ii <= RCOND * max G``, get
-    weight 0: they cannot change the loss, and 0 is the minimum-norm choice.
-    Foreign moments (e.g. torch tensors) are refitted on their device by
-    :func:`_refit_xp`.
+    ``A`` is ``anchor`` on the mask (e.g. the trained weights; zero when None).
+    Where the loss has many minimizers on a support (fewer samples than kept
+    inputs, collinear inputs), the one closest to ``A`` is returned: the
+    problem is solved for ``U = W - A`` with ``C - G A`` in place of ``C``,
+    and ``U`` takes the minimum-norm solution. A determined support gives the
+    unique minimizer whatever the anchor.
+    Supports wider than the rank bound ``n_samples - intercept`` go through a
+    factor of ``G`` (:mod:`.low_rank`). Features of (numerically) zero
+    variance, ``G_ii <= RCOND * max G``, keep the anchor's weight (0 without
+    one): they cannot change the loss. Foreign moments (e.g. torch tensors) are
+    refitted on their device by :func:`_refit_xp`.
     """
     if is_foreign(q.G):
-        return _refit_xp(q, mask, ridge)
+        return _refit_xp(q, mask, ridge, anchor)
     N, M = mask.shape
-    W = np.zeros((N, M))
+    base = np.zeros((N, M)) if anchor is None else np.where(mask, np.asarray(anchor, dtype=np.float64), 0.0)
+    C = q.C if anchor is None else q.C - q.G @ base
+    W = base.copy()
     diag = np.diag(q.G)
     alive = diag > RCOND * max(float(diag.max(initial=0.0)), np.finfo(float).tiny)
+    rank_bound = q.n_samples - int(q.intercept)
+    factor = None
     n_groups = n_regularized = 0
     for rows, cols in support_groups(mask):
         n_groups += 1
         rows = rows[alive[rows]]
         if rows.size == 0:
             continue
-        A = q.G[np.ix_(rows, rows)]
-        if ridge:
-            A = A + ridge * np.eye(rows.size)
-        sol, regularized = _psd_solve(A, q.C[np.ix_(rows, cols)])
+        if rows.size > rank_bound:  # G_SS is singular: solve through the rank-r factor
+            factor = factor or gram_factor(q.G, C, RCOND)
+            sol, regularized = factor.solve(rows, cols, ridge, _psd_solve), True
+        else:
+            A = q.G[np.ix_(rows, rows)]
+            if ridge:
+                A = A + ridge * np.eye(rows.size)
+            sol, regularized = _psd_solve(A, C[np.ix_(rows, cols)])
         n_regularized += regularized
-        W[np.ix_(rows, cols)] = sol
+        W[np.ix_(rows, cols)] += sol
     return W, {"n_groups": n_groups, "n_regularized": n_regularized}
 
 
-def _refit_xp(q: Quadratic, mask, ridge: float):
+def _refit_xp(q: Quadratic, mask, ridge: float, anchor):
     """:func:`refit_quadratic` in the namespace of ``q``: the supports are grouped on the host, each
-    group solved on the device, and the columns assembled by ``take`` (no integer-array assignment)."""
+    group solved on the device (``G_SS`` factorized also when singular), and the columns
+    assembled by ``take`` (no integer-array assignment)."""
     xp = namespace(q.G)
-    N, M = q.G.shape[0], q.C.shape[1]
     host_mask = to_host(mask)
+    base = 0.0 if anchor is None else xp.where(like(host_mask, q.G, dtype=xp.bool), like(anchor, q.G), 0.0)
+    C = q.C if anchor is None else q.C - q.G @ base
+    N, M = q.G.shape[0], q.C.shape[1]
     diag = to_host(xp.linalg.diagonal(q.G)).astype(np.float64)
     alive = diag > RCOND * max(float(diag.max(initial=0.0)), np.finfo(float).tiny)
     blocks, order = [], []
@@ -156,21 +175,22 @@ def _refit_xp(q: Quadratic, mask, ridge: float):
             A = take_2d(q.G, rows, rows)
             if ridge:
                 A = A + ridge * xp.eye(rows.size, dtype=A.dtype, device=device_of(A))
-            sol, regularized = _psd_solve_xp(A, take_2d(q.C, rows, cols))
+            sol, regularized = _psd_solve_xp(A, take_2d(C, rows, cols))
             n_regularized += regularized
         blocks.append(scatter_rows(sol, rows, N))
         order.append(cols)
     where = np.empty(M, dtype=np.int64)
     where[np.concatenate(order)] = np.arange(M)
-    W = xp.take(xp.concat(blocks, axis=1), xp.asarray(where, device=device_of(q.G)), axis=1)
+    W = xp.take(xp.concat(blocks, axis=1), xp.asarray(where, device=device_of(q.G)), axis=1) + base
     return W, {"n_groups": n_groups, "n_regularized": n_regularized}
 
 
-def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0) -> Result:
+def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0, anchor=None) -> Result:
     """Least squares on a fixed support.
 
-    Solves ``min_{W, b} (1/2P) ||X W + 1 b^T - Y||_F^2 + (ridge/2) ||W||_F^2``
-    subject to ``W_ij = 0`` wherever ``mask`` is False (``b`` unpenalized).
+    Solves ``min_{W, b} (1/2P) ||X W + 1 b^T - Y||_F^2 + (ridge/2) ||W - A||_F^2``
+    subject to ``W_ij = 0`` wherever ``mask`` is False (``b`` unpenalized;
+    ``A`` = ``anchor`` on the mask, 0 without one).
 
     Parameters
     ----------
@@ -183,7 +203,11 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0) -
     intercept : bool
         Fit the bias ``b``.
     ridge : float >= 0
-        Optional ridge on the kept weights.
+        Optional ridge on the kept weights (toward ``anchor``).
+    anchor : array (n_features, n_outputs), optional
+        Weights to stay close to, e.g. the trained layer: of the minimizers
+        on the support (many when it holds more inputs than there are samples)
+        the one nearest to ``anchor`` is returned. Numpy data only.
 
     Returns
     -------
@@ -197,8 +221,10 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0) -
     Columns with identical supports share one factorization of ``G_SS + ridge I``
     and are solved together. A rank-deficient ``G_SS`` (collinear or constant
     inputs on the support) gets (to within a relative ``1e-10`` ridge) the
-    minimum-norm least-squares solution, which attains the smallest loss on
-    that support; results are always finite.
+    minimum-norm least-squares solution (nearest to ``anchor`` with one),
+    which attains the smallest loss on that support; results are always
+    finite. Supports wider than ``n_samples - 1`` are solved through a rank-r
+    factor of ``G`` (:mod:`.low_rank`), at ``O(r^2 |S|)`` per support.
     """
     start = time.perf_counter()
     if mask is None:
@@ -206,7 +232,13 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0) -
     ridge = check_scalar(ridge, "ridge", low=0.0)
     q = as_quadratic_any(X, Y, intercept=intercept)
     support = check_mask(to_host(mask), q.n_features, q.n_outputs)
-    W, info = refit_quadratic(q, support, ridge)
+    if anchor is not None:
+        anchor = check_array(to_host(anchor), "anchor")
+        if anchor.shape != support.shape:
+            raise ShapeError(f"anchor must have the mask's shape {support.shape}, got {anchor.shape}")
+    W, info = refit_quadratic(q, support, ridge, anchor)
+    A = 0.0 if anchor is None else np.where(support, anchor, 0.0)
+    penalty = 0.5 * ridge * float(np.sum((to_host(W) - A) ** 2)) if ridge else 0.0
     loss = loss_of(q, W)
     b = intercept_for(q, W)
     info.update(loss=loss, ridge=ridge)
@@ -215,7 +247,7 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0) -
         W=xp.astype(W, q.dtype),
         b=None if b is None else xp.astype(b, q.dtype),
         status="optimal",
-        objective=loss + 0.5 * ridge * float(xp.sum(W * W)),
+        objective=loss + penalty,
         iterations=1,
         time=time.perf_counter() - start,
         info=info,
