@@ -77,11 +77,16 @@ def _output(model, batch):
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def one(name: str, engine: str, method: str, refit: bool = True) -> dict:
-    """One prune in this process: seconds, peak RSS, output error, engine facts."""
-    from layertrim.bindings.torch import prune
+def one(name: str, engine: str, method: str, refit: bool = True, threads: int = 2) -> dict:
+    """One prune in this process (``threads`` in torch and numpy's BLAS): seconds, peak RSS,
+    output error on a held-out batch, engine facts."""
+    from layertrim.bindings.torch import limit_threads, prune
 
-    torch.set_num_threads(2)
+    with limit_threads(threads):
+        return _one(name, engine, method, refit, prune)
+
+
+def _one(name, engine, method, refit, prune) -> dict:
     model, calib, held = build(name)
     with torch.no_grad():
         dense = _output(model, held)
@@ -95,9 +100,9 @@ def one(name: str, engine: str, method: str, refit: bool = True) -> dict:
             "layers": len(report.layers), "skipped": len(report.skipped), **report.engine}
 
 
-def _run(name, engine, method, timeout, refit):
-    cmd = [sys.executable, __file__, "--one", name, "--engine", engine, "--method", method] + ([] if refit else
-                                                                                                 ["--no-refit"])
+def _run(name, engine, method, timeout, refit, threads):
+    cmd = [sys.executable, __file__, "--one", name, "--engine", engine, "--method", method,
+           "--threads", str(threads)] + ([] if refit else ["--no-refit"])
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
     except subprocess.TimeoutExpired:
@@ -124,15 +129,16 @@ def main(argv=None) -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run (slower runs are cut)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="no least-squares refit (magnitude then costs only the engine's passes)")
+    parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads")
     parser.add_argument("--one")
     parser.add_argument("--engine", default="blocks")
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.engine, args.method, args.refit)))
+        print(json.dumps(one(args.one, args.engine, args.method, args.refit, args.threads)))
         return
-    rows = [_run(m, e, args.method, args.timeout, args.refit) for m in args.models for e in args.engines]
+    rows = [_run(m, e, args.method, args.timeout, args.refit, args.threads) for m in args.models for e in args.engines]
     print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}), cascade, {SAMPLES} calibration "
-          "samples, 2 threads")
+          f"samples, {args.threads} thread(s)")
     print(f"{'model':14s} {'engine':8s} {'seconds':>9s} {'RSS MiB':>8s} {'out err':>8s} {'blocks':>6s} "
           f"{'passes':>6s} {'speedup':>8s}")
     by = {(r["model"], r["engine"]): r for r in rows}

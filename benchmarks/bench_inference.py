@@ -6,9 +6,12 @@ and a Llama-style MLP block (gate/up/down, 512 -> 1376): latency at batch 1
 and 64 (median of repeats, fixed threads), file size (``torch.save`` of the
 state dict; ``save_sparse`` for the unstructured model), and quality before
 any fine-tuning (test accuracy for the MLP, else relative output error on
-held-out inputs). Structured rows remove 50% of the FLOPs with one plan per
-model; layertrim's lsq choice + consumer refit and Torch-Pruning's magnitude
-and Taylor importance share that plan (same channel counts, same FLOPs).
+held-out inputs, never the calibration ones). Structured rows remove 50% of
+the FLOPs with one plan per model; layertrim's lsq choice + consumer refit
+(the ridges chosen on held-out calibration samples, and the fixed
+``ridge=1e-3`` of earlier versions) and Torch-Pruning's magnitude and Taylor
+importance share that plan (same channel counts, same FLOPs) and the same
+calibration inputs.
 Unstructured rows: 95% magnitude pruning of every Linear / 1x1 conv
 (the output layer kept dense), then :func:`to_sparse`.
 
@@ -111,6 +114,13 @@ def quality(model, dense, x, y):
         return f"err {float((out - ref).norm() / ref.norm()):.4f}"
 
 
+def _tally(names):
+    counts = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return ", ".join(f"{n} x{c}" for n, c in sorted(counts.items())) or "-"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30)
@@ -135,13 +145,17 @@ def main(argv=None):
 
         row("dense", dense, 0.0)
         t0 = time.perf_counter()
-        ours = prune_structured(dense, calib, target=args.flops, unit=unit, method="lsq")
+        ours = prune_structured(dense, calib, target=args.flops, unit=unit, method="lsq", ridge="auto")
         spent = time.perf_counter() - t0
         plan = {g.root: 1 - g.keep / g.n for g in ours.groups if g.keep < g.n}
         row(f"structured lsq+refit ({spent:.0f}s)", ours.model, ours.flops_removed)
+        fixed = prune_structured(dense, calib, target=plan, unit=unit, method="lsq", ridge=1e-3)
+        row("structured lsq ridge=1e-3", fixed.model, fixed.flops_removed)
         for method in ("magnitude", "taylor"):
-            base = prune_structured(dense, calib[:256], target=plan, unit=unit, method=method)
+            base = prune_structured(dense, calib, target=plan, unit=unit, method=method)
             row(f"structured TP {method}", base.model, base.flops_removed)
+        print(f"{name:<20}{'':<28}lsq choices: {_tally(g.choice for g in ours.groups if g.choice)}; "
+              f"refit ridges: {_tally('none' if r is None else f'{r:g}' for r in ours.refit.values())}")
         masked = unstructured(dense, 0.95)
         row("unstructured 95% dense", masked, 0.0, sparse_file=True)
         sparse = copy.deepcopy(masked)

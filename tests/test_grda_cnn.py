@@ -1,19 +1,28 @@
 """The CNN directional-pruning experiment: gRDA at c = 0 is SGD on the CNN step by
-step (also under a decaying learning rate, whose threshold is the closed-form sum), zero counting and per-tensor magnitude masks against brute force, masked
-retraining keeps its zeros, and the three-way comparison's bookkeeping."""
+step (also under a decaying learning rate, whose threshold is the closed-form sum),
+zero counting and per-tensor magnitude masks against brute force, masked retraining
+keeps its zeros, SGD's (and the retraining's) learning-rate schedule against its
+closed form and a hand-rolled run, the stratified validation split and the
+step-matched epochs against brute force, the selection rule on a hand-made table,
+and the three-way comparison's bookkeeping."""
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from layertrim.bindings.torch import GRDA, SparsityLogger, limit_threads  # noqa: E402
+from layertrim.bindings.torch.examples import grda_cnn  # noqa: E402
 from layertrim.bindings.torch.examples.grda_cnn import (  # noqa: E402
     apply_masks,
     compare_cnn,
     lr_multipliers,
     magnitude_masks,
+    matching_epochs,
+    seeded_cnn,
+    select_settings,
     set_lr,
-    validation_grid,
+    stratified_split,
     train_epoch,
+    validation_grid,
     vgg_cnn,
     zero_fractions,
 )
@@ -162,7 +171,7 @@ def test_comparison_bookkeeping(seed):
 def test_validation_grid_rows(seed):
     X, y, Xv, yv = _image_data(seed)
     with limit_threads(1):
-        rows = validation_grid((X, y), (Xv, yv), grda_grid=[(0.1, 0.0, 0.7), (0.1, 0.3, 0.7)], sgd_lrs=[0.1],
+        rows = validation_grid((X, y), (Xv, yv), grda_grid=[(0.1, 0.0, 0.7), (0.1, 0.3, 0.7)], sgd_grid=[0.1],
                                momentum=0.0, epochs=2, batch_size=16, widths=(2, 4), seed=seed)
     assert [r["optimizer"] for r in rows] == ["grda", "grda", "sgd"]
     # gRDA at c = 0 is SGD without momentum: no zeros, the same validation accuracy (float32 rounding of
@@ -173,7 +182,8 @@ def test_validation_grid_rows(seed):
 
 
 @pytest.mark.parametrize("kwargs", [{"epochs": 1}, {"epochs": 4, "prune_epoch": 4}, {"sgd_lr": 0.0},
-                                    {"momentum": 1.0}, {"c": -1.0}, {"schedule": "linear"}])
+                                    {"momentum": 1.0}, {"c": -1.0}, {"schedule": "linear"},
+                                    {"sgd_schedule": "linear"}])
 def test_bad_settings_are_rejected_before_training(kwargs):
     with pytest.raises(ParameterError):
         compare_cnn(data=_image_data(0), **kwargs)
@@ -184,3 +194,103 @@ def test_bad_widths_are_rejected():
         vgg_cnn(())
     with pytest.raises(ParameterError, match="stages"):
         vgg_cnn((2, 2, 2, 2, 2), image_size=16)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine"])
+def test_sgd_and_retraining_follow_the_sgd_schedule(seed, monkeypatch, schedule):
+    calls = []  # (optimizer kind, lr) of every set_lr call, in order
+
+    def recording_set_lr(opt, lr):
+        calls.append(("grda" if isinstance(opt, GRDA) else "sgd", lr))
+        set_lr(opt, lr)
+
+    monkeypatch.setattr(grda_cnn, "set_lr", recording_set_lr)
+    sgd_lr, E = 0.05, 6
+    with limit_threads(1):
+        compare_cnn(epochs=E, prune_epoch=4, lr=0.1, c=0.3, mu=0.7, sgd_lr=sgd_lr, widths=(2, 4), batch_size=32,
+                    seed=seed, data=_image_data(seed + 1), schedule="constant", sgd_schedule=schedule)
+    # closed form for E = 6 (e0 = 4): constant 1; step 0.1 after e0; cosine 0.1 + 0.9 (1 + cos(pi k / 2)) / 2
+    tail = {"constant": [1.0, 1.0], "step": [0.1, 0.1], "cosine": [0.55, 0.1]}[schedule]
+    expected = [sgd_lr * m for m in [1.0] * 4 + tail]
+    assert [lr for kind, lr in calls[: 2 * E : 2]] == pytest.approx(expected, rel=1e-12)
+    assert [kind for kind, _ in calls[: 2 * E]] == ["sgd", "grda"] * E
+    assert [lr for _, lr in calls[1 : 2 * E : 2]] == [0.1] * E  # gRDA keeps its own (constant) schedule
+    # the retraining: the two epochs after pruning at the SGD schedule's rates for epochs 5 and 6
+    assert [kind for kind, _ in calls[2 * E :]] == ["sgd", "sgd"]
+    assert [lr for _, lr in calls[2 * E :]] == pytest.approx(expected[4:], rel=1e-12)
+
+
+def test_scheduled_sgd_run_is_a_hand_rolled_one(seed):
+    sgd_lr, batch, data = 0.05, 32, _image_data(seed + 1)
+    with limit_threads(1):
+        run = compare_cnn(epochs=3, prune_epoch=2, lr=0.1, c=0.3, mu=0.7, sgd_lr=sgd_lr, widths=(2, 4),
+                          batch_size=batch, seed=seed, data=data, sgd_schedule="step")
+        model = seeded_cnn(seed, (2, 4))  # the same initialization and batches, by hand
+        opt = torch.optim.SGD(model.parameters(), lr=sgd_lr, momentum=0.9)
+        gen = torch.Generator().manual_seed(seed)
+        orders = [torch.randperm(len(data[1]), generator=gen) for _ in range(3)]
+        for order, lr in zip(orders, [sgd_lr, sgd_lr, 0.1 * sgd_lr]):  # e0 = round(2 * 3 / 3) = 2
+            for group in opt.param_groups:
+                group["lr"] = lr
+            train_epoch(model, opt, data[0], data[1], order, batch)
+    for p_run, p_hand in zip(run.models["sgd"].parameters(), model.parameters()):
+        # the same float32 operations in the same order on one thread: equal up to float32 rounding
+        torch.testing.assert_close(p_run, p_hand, rtol=0, atol=1e-6)
+    assert run.settings["sgd_schedule"] == "step"
+
+
+def test_stratified_split_against_counting(rng):
+    y = torch.from_numpy(rng.integers(0, 7, size=211))
+    train_idx, val_idx = stratified_split(y, 50, seed=int(rng.integers(1000)))
+    assert len(val_idx) == 50 and len(train_idx) == 161
+    assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(211))  # a partition
+    for k in range(7):
+        n_k = int((y == k).sum())
+        picked = sum(1 for i in val_idx.tolist() if int(y[i]) == k)
+        assert abs(picked - n_k * 50 / 211) <= 1  # each class in its share, up to one image
+    assert torch.equal(stratified_split(y, 50, seed=3)[1], stratified_split(y, 50, seed=3)[1])  # deterministic
+    with pytest.raises(ParameterError, match="n_val"):
+        stratified_split(y, 211)
+
+
+@pytest.mark.parametrize("epochs, n_full, n_part, batch", [(100, 4000, 3000, 64), (100, 4000, 3500, 64),
+                                                           (7, 130, 64, 16), (3, 96, 96, 32), (1, 10, 9, 4)])
+def test_matching_epochs_is_the_fewest_epochs_with_the_steps(epochs, n_full, n_part, batch):
+    def steps(n_epochs, n):  # batches counted one by one, as train_epoch cuts them
+        return n_epochs * len(range(0, n, batch))
+
+    e = matching_epochs(epochs, n_full, n_part, batch)
+    assert steps(e, n_part) >= steps(epochs, n_full) > steps(e - 1, n_part)
+
+
+def _row(optimizer, val_acc, sparsity, lr=0.1):
+    return {"optimizer": optimizer, "lr": lr, "c": 0.0, "mu": 0.0, "schedule": "step", "val_acc": val_acc,
+            "sparsity": sparsity}
+
+
+def test_selection_rule_on_a_hand_made_table():
+    rows = [_row("grda", 0.985, 0.85),  # the most accurate gRDA, but below 90% zeros: not eligible
+            _row("grda", 0.970, 0.93, lr=1), _row("grda", 0.975, 0.90, lr=2),  # exactly 90% counts
+            _row("grda", 0.975, 0.95, lr=3),  # ties the best eligible one: the first in grid order wins
+            _row("sgd", 0.980, 0.0, lr=4), _row("sgd", 0.982, 0.0, lr=5), _row("sgd", 0.982, 0.0, lr=6)]
+    sgd, grda = select_settings(rows)
+    assert (sgd["lr"], grda["lr"]) == (5, 2)
+    _, grda = select_settings(rows, min_sparsity=0.94)
+    assert grda["lr"] == 3
+    _, grda = select_settings(rows, min_sparsity=0.99)  # none eligible: the sparsest
+    assert grda["lr"] == 3
+    with pytest.raises(ParameterError, match="sgd"):
+        select_settings([r for r in rows if r["optimizer"] == "grda"])
+
+
+def test_validation_grid_schedules_match(seed):
+    X, y, Xv, yv = _image_data(seed)
+    with limit_threads(1):
+        rows = validation_grid((X, y), (Xv, yv), grda_grid=[(0.1, 0.0, 0.7, "step")],
+                               sgd_grid=[(0.1, "step"), (0.1, "constant")], momentum=0.0, epochs=3,
+                               batch_size=16, widths=(2, 4), seed=seed)
+    assert [(r["optimizer"], r["schedule"]) for r in rows] == [("grda", "step"), ("sgd", "step"),
+                                                                ("sgd", "constant")]
+    # gRDA at c = 0 under a step schedule is SGD without momentum under the same one (up to one image
+    # flipped near a tie by float32 rounding of the two update orders)
+    assert abs(rows[0]["val_acc"] - rows[1]["val_acc"]) <= 1 / len(yv)

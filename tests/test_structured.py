@@ -134,3 +134,98 @@ def test_failure_leaves_model_bit_identical(seed, monkeypatch):
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert all(not m._forward_hooks for m in model.modules())
+
+
+# ---- ridge of the consumer refit chosen on held-out samples ----
+
+def _ridge_fit(X, Y, W0, r):
+    """Closed form of min (1/2P)||X W + 1b^T - Y||^2 + (delta/2)||W - W0||^2, delta = r mean diag(cov X)."""
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    G = Xc.T @ Xc / len(X)
+    delta = r * np.mean(np.diag(G))
+    W = np.linalg.solve(G + delta * np.eye(len(G)), Xc.T @ Yc / len(X) + delta * W0)
+    return W, Y.mean(0) - X.mean(0) @ W
+
+
+def _stats(X, Y):
+    from layertrim.solvers import GramStats
+    return GramStats.from_arrays(X, Y)
+
+
+def test_candidate_errors_are_ridge_fits_scored_on_held_out_rows(rng):
+    from layertrim.bindings.torch.structured_refit import RIDGES, candidate_errors
+    Xf, Xv = rng.standard_normal((40, 6)), rng.standard_normal((25, 6))
+    Wt, W0, b0 = rng.standard_normal((6, 3)), rng.standard_normal((6, 3)), rng.standard_normal(3)
+    Yf, Yv = Xf @ Wt + 0.5 * rng.standard_normal((40, 3)), Xv @ Wt + 0.5 * rng.standard_normal((25, 3))
+    cols, outs = np.arange(6), np.arange(3)
+    got = candidate_errors(_stats(Xf, Yf), _stats(Xv, Yv), cols, outs, W0, b0)
+    want = {None: np.mean(np.sum((Xv @ W0 + b0 - Yv) ** 2, 1))}
+    for r in RIDGES:
+        W, b = _ridge_fit(Xf, Yf, W0, r)
+        want[r] = np.mean(np.sum((Xv @ W + b - Yv) ** 2, 1))
+    # float64 moments against float64 rows: differences are rounding of O(1) sums of ~100 terms
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9, atol=1e-12)
+
+
+def test_choose_ridge_keeps_dense_weights_when_they_are_right(rng):
+    from layertrim.bindings.torch.structured_refit import choose_ridge
+    # few noisy fit rows; the dense weights reproduce the held-out targets exactly: no refit can match them
+    W0, b0 = rng.standard_normal((8, 4)), rng.standard_normal(4)
+    Xf, Xv = rng.standard_normal((12, 8)), rng.standard_normal((30, 8))
+    Yf, Yv = Xf @ W0 + b0 + rng.standard_normal((12, 4)), Xv @ W0 + b0
+    assert choose_ridge(_stats(Xf, Yf), _stats(Xv, Yv), np.arange(8), np.arange(4), W0, b0) is None
+
+
+def test_choose_ridge_picks_plain_lstsq_on_many_clean_rows(rng):
+    from layertrim.bindings.torch.structured_refit import choose_ridge
+    # noiseless targets of other weights: least squares recovers them exactly, every ridge is biased
+    W0, b0, Wt, bt = (rng.standard_normal((8, 4)), rng.standard_normal(4), rng.standard_normal((8, 4)),
+                      rng.standard_normal(4))
+    Xf, Xv = rng.standard_normal((400, 8)), rng.standard_normal((100, 8))
+    Yf, Yv = Xf @ Wt + bt, Xv @ Wt + bt
+    assert choose_ridge(_stats(Xf, Yf), _stats(Xv, Yv), np.arange(8), np.arange(4), W0, b0) == 0.0
+
+
+def test_auto_refit_is_closed_form_ridge_on_kept_inputs(seed):
+    model = _mlp(seed)
+    x = torch.randn(500, 12, generator=torch_generator(seed + 1))
+    report = prune_structured(model, x, target={"0": 0.5}, unit="neurons", method="lsq", ridge="auto")
+    kept, r = report.group("0").kept, report.refit["2"]
+    # 400 fit rows for 8 kept inputs, half of the inputs removed: refitting beats the dense weights
+    assert r is not None and set(report.refit) == {"2"}
+    with torch.no_grad():
+        H = torch.relu(model[0](x)).double().numpy()
+        Y = model[2](torch.relu(model[0](x))).double().numpy()
+    W0 = model[2].weight.detach().double().numpy().T[kept]
+    W, b = _ridge_fit(H[:, kept], Y, W0, r)
+    new = report.model[2]
+    # the refit solves in float64 and is stored in float32
+    np.testing.assert_allclose(new.weight.detach().double().numpy().T, W, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new.bias.detach().double().numpy(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_ridge_failure_leaves_model_bit_identical(seed, monkeypatch):
+    model = _convnet(seed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(10, 3, 8, 8, generator=torch_generator(seed + 1))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("ridge choice failed")
+
+    monkeypatch.setattr(structured, "choose_ridge", boom)
+    with pytest.raises(RuntimeError, match="ridge choice failed"):
+        prune_structured(model, x, target=0.4, ridge="auto")
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_bad_ridge(seed):
+    x = torch.randn(50, 12, generator=torch_generator(seed))
+    with pytest.raises(ParameterError, match="ridge"):
+        prune_structured(_mlp(seed), x, target=0.3, unit="neurons", ridge="best")
+    with pytest.raises(ParameterError, match="ridge"):
+        prune_structured(_mlp(seed), x, target=0.3, unit="neurons", ridge=-1.0)
+    with pytest.raises(ParameterError, match="samples"):
+        prune_structured(_mlp(seed), x[:2], target=0.3, unit="neurons", ridge="auto")

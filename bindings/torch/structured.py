@@ -8,7 +8,9 @@ layer that reads them), chooses the channels of each group by the
 reconstruction error of its *consumers* (:mod:`.structured_select`), removes
 them physically, then refits every consumer by least squares of its dense
 output on its kept inputs (the parallel scheme: inputs and targets from the
-dense model, captured once with :func:`.capture.capture`).
+dense model, captured once with :func:`.capture.capture`). By default the
+refit's ridge, "no refit", and the channel criterion are chosen on held-out
+calibration samples (:mod:`.structured_refit`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from .capture import capture
 from .structured_plan import GroupPlan, StructuredReport, layer_flops, plan_counts
+from .structured_refit import choose_ridge, held_out_keep, held_out_stats
 from .structured_select import group_lasso_keep, lsq_keep, refit
 
 UNITS = {"channels": nn.Conv2d, "neurons": nn.Linear}
@@ -104,33 +107,60 @@ def _columns(mod, in_idxs, root_idxs, n):
     return cols
 
 
-def _choose(tp, method, group, plan, stats, ridge):
+def _choose(tp, method, group, plan, stats, ridge, held):
     """Sorted kept root indices of one group."""
     if plan.keep == plan.n:
         return list(range(plan.n))
     if method in ("magnitude", "taylor"):
-        imp = tp.importance.GroupMagnitudeImportance(p=2) if method == "magnitude" else tp.importance.GroupTaylorImportance()
-        scores = imp(group).detach().double().numpy()
-        return sorted(np.argsort(-scores, kind="stable")[: plan.keep].tolist())
+        return _importance_keep(tp, method, group, plan.keep).tolist()
     problems = [(stats[name], _columns(mod, ii, ri, plan.n)) for name, mod, ii, ri in plan.consumer_info]
     if not problems:
         raise ParameterError(f"group {plan.root!r} has no consumer layer to reconstruct; use method='magnitude'")
-    keep = lsq_keep(problems, plan.n, plan.keep, ridge) if method == "lsq" else group_lasso_keep(problems, plan.n, plan.keep)
+    if method == "lsq" and held:
+        dense = [_dense_weights(mod) for _, mod, _, _ in plan.consumer_info]
+        keep, plan.choice = held_out_keep([(st, *held[name], cols, *wb) for (st, cols), (name, *_), wb
+                                           in zip(problems, plan.consumer_info, dense)], plan.n, plan.keep,
+                                          fixed={"magnitude": _importance_keep(tp, "magnitude", group, plan.keep)})
+    else:
+        keep = lsq_keep(problems, plan.n, plan.keep, ridge) if method == "lsq" else group_lasso_keep(problems, plan.n, plan.keep)
     return keep.tolist()
 
 
-def _refit_consumer(mod, stats, in_keep, out_keep, ridge):
-    """Write the least-squares refit of one (already shrunk) consumer."""
+def _importance_keep(tp, method, group, k):
+    """The ``k`` root channels of largest Torch-Pruning magnitude (L2) or Taylor importance, sorted."""
+    imp = tp.importance.GroupMagnitudeImportance(p=2) if method == "magnitude" else tp.importance.GroupTaylorImportance()
+    scores = imp(group).detach().double().numpy()
+    return np.sort(np.argsort(-scores, kind="stable")[:k])
+
+
+def _dense_weights(mod):
+    """``(W0 (N, M), b0 (M,))`` of a layer, in the layout of its unfolded input (float64)."""
+    W0 = mod.weight.detach().double().reshape(mod.weight.shape[0], -1).T.numpy()
+    return W0, (np.zeros(W0.shape[1]) if mod.bias is None else mod.bias.detach().double().numpy())
+
+
+def _refit_consumer(mod, stats, in_keep, out_keep, ridge, held=None):
+    """Write the least-squares refit of one (already shrunk) consumer; returns its ridge.
+
+    With ``held = (fit, val)`` statistics the ridge is chosen on the held-out
+    samples (:func:`.structured_refit.choose_ridge`); None: the layer is left as it is.
+    """
     per = mod.kernel_size[0] * mod.kernel_size[1] if isinstance(mod, nn.Conv2d) else 1
     cols = np.concatenate([np.arange(i * per, (i + 1) * per) for i in in_keep])
-    W0 = mod.weight.detach().double().reshape(mod.weight.shape[0], -1).T.numpy()
-    W, b = refit(stats, cols, np.asarray(out_keep), W0, ridge)
+    outs = np.asarray(out_keep)
+    W0, b0 = _dense_weights(mod)
+    if held is not None:
+        ridge = choose_ridge(*held, cols, outs, W0, b0)
+        if ridge is None:
+            return None
+    W, b = refit(stats, cols, outs, W0, ridge)
     mod.weight.data.copy_(torch.as_tensor(W.T.reshape(mod.weight.shape), dtype=mod.weight.dtype))
     bias = torch.as_tensor(b, dtype=mod.weight.dtype)
     if mod.bias is None:
         mod.bias = nn.Parameter(bias)
     else:
         mod.bias.data.copy_(bias)
+    return ridge
 
 
 def _check(unit, method, target, min_keep, ridge, model):
@@ -142,11 +172,13 @@ def _check(unit, method, target, min_keep, ridge, model):
         target = check_scalar(target, "target", low=0.0, high=1.0, low_open=True, high_open=True)
     elif not target:
         raise ParameterError("target must be a FLOPs fraction in (0, 1) or a non-empty dict root -> ratio")
-    return target, check_scalar(min_keep, "min_keep", low=0.0, high=1.0, low_open=True), check_scalar(ridge, "ridge", low=0.0)
+    if ridge != "auto":
+        ridge = check_scalar(ridge, "ridge", low=0.0)
+    return target, check_scalar(min_keep, "min_keep", low=0.0, high=1.0, low_open=True), ridge
 
 
 def prune_structured(model: nn.Module, data, *, target, unit: str = "channels", method: str = "lsq",
-                     layers=None, min_keep: float = 0.1, ridge: float = 1e-3, refit_consumers=None,
+                     layers=None, min_keep: float = 0.1, ridge="auto", refit_consumers=None,
                      seed: int = 0) -> StructuredReport:
     """A copy of ``model`` with whole channels (Conv2d) or neurons (Linear) removed; consumers refit.
 
@@ -169,9 +201,14 @@ def prune_structured(model: nn.Module, data, *, target, unit: str = "channels", 
         Taylor importance (the baselines; no refit unless ``refit_consumers``).
     layers : list of glob patterns, optional
         Group roots to prune (default: every group whose root is not an output layer).
-    ridge : float >= 0
+    ridge : "auto" or float >= 0
         Refit pulled toward the dense weights, ``delta = ridge * mean diag(G)``
-        (0: plain least squares; > 0 keeps it well posed with few samples).
+        (0: plain least squares). "auto" holds out 20% of the calibration
+        samples (:mod:`.structured_refit`): each consumer's ridge, or no refit
+        at all, is the candidate of least held-out error (``report.refit``),
+        and for "lsq" the channel choice too (lsq with several ridges or
+        Torch-Pruning's magnitude; ``report.groups[i].choice``). A float: that
+        ridge for the choice and every refit.
     refit_consumers : bool, optional
         Default True for "lsq" / "group_lasso", False for the baselines.
     """
@@ -199,17 +236,22 @@ def prune_structured(model: nn.Module, data, *, target, unit: str = "channels", 
     before = tp.utils.count_ops_and_params(work, example)
     refit_on = (method in ("lsq", "group_lasso")) if refit_consumers is None else bool(refit_consumers)
     consumers = sorted({c for p in plans if p.keep < p.n for c in p.consumers})
-    stats = ({n: d.groups[0] for n, d in capture(work, batches, layers=consumers, mode="gram", seed=seed).items()}
-             if consumers and (refit_on or method in ("lsq", "group_lasso")) else {})
+    stats, held = {}, {}
+    if consumers and (refit_on or method in ("lsq", "group_lasso")):
+        if ridge == "auto" and (refit_on or method == "lsq"):
+            stats, held = held_out_stats(work, batches, consumers, seed)
+        else:
+            stats = {n: d.groups[0] for n, d in capture(work, batches, layers=consumers, mode="gram", seed=seed).items()}
     if method == "taylor":
         with torch.enable_grad():
             _taylor_grads(work, batches)
     for g, p in zip(groups, plans):
-        p.kept = _choose(tp, method, g, p, stats, ridge)
-    return _apply(tp, DG, work, groups, plans, stats, ridge, refit_on, example, before, method, names)
+        p.kept = _choose(tp, method, g, p, stats, ridge, held)
+    return _apply(tp, DG, work, groups, plans, (stats, held), ridge if refit_on else None, example, before, method,
+                  names)
 
 
-def _apply(tp, DG, work, groups, plans, stats, ridge, refit_on, example, before, method, names):
+def _apply(tp, DG, work, groups, plans, data, ridge, example, before, method, names):
     """Remove the unchosen channels of every group, refit the consumers, count FLOPs."""
     in_keep, out_keep = {}, {}
     for g, p in zip(groups, plans):
@@ -224,11 +266,14 @@ def _apply(tp, DG, work, groups, plans, stats, ridge, refit_on, example, before,
         if drop:
             root = g.items[0].dep.target.module
             DG.get_pruning_group(root, g.items[0].dep.handler, drop).prune()
-    if refit_on:
+    stats, held = data
+    ridges = {}
+    if ridge is not None:
         for mod, keep in in_keep.items():
-            if names[mod] in stats:
-                outs = out_keep.get(mod, list(range(stats[names[mod]].n_outputs)))
-                _refit_consumer(mod, stats[names[mod]], keep, outs, ridge)
+            name = names[mod]
+            if name in stats:
+                outs = out_keep.get(mod, list(range(stats[name].n_outputs)))
+                ridges[name] = _refit_consumer(mod, stats[name], keep, outs, ridge, held.get(name))
     work.zero_grad(set_to_none=True)
     after = tp.utils.count_ops_and_params(work, example)
-    return StructuredReport(work, plans, (before[0], after[0]), (before[1], after[1]), method)
+    return StructuredReport(work, plans, (before[0], after[0]), (before[1], after[1]), method, ridges)

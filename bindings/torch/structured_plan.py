@@ -14,24 +14,30 @@ from layertrim.solvers.base.validation import check_scalar
 
 @dataclass
 class GroupPlan:
-    """One coupled group: its root layer, channels before/kept, its consumers."""
+    """One coupled group: its root layer, channels before/kept, its consumers, the criterion that chose."""
 
     root: str
     n: int
     keep: int
     consumers: list
     kept: list = field(default_factory=list)
+    choice: str = ""
 
 
 @dataclass
 class StructuredReport:
-    """The pruned model (a new one; the argument is unchanged), its groups, FLOPs and parameters."""
+    """The pruned model (a new one; the argument is unchanged), its groups, FLOPs and parameters.
+
+    ``refit`` maps each refit consumer to its ridge (relative to ``mean diag(G)``;
+    None: no refit did better on held-out samples, the kept dense weights stay).
+    """
 
     model: nn.Module
     groups: list
     flops: tuple
     params: tuple
     method: str
+    refit: dict = field(default_factory=dict)
 
     def group(self, root: str) -> GroupPlan:
         """The plan of the group rooted at layer ``root``."""
@@ -47,6 +53,9 @@ class StructuredReport:
     def __str__(self) -> str:
         rows = [f"{'group root':<28}{'channels':>9}{'kept':>6}  consumers"]
         rows += [f"{g.root:<28}{g.n:>9}{g.keep:>6}  {', '.join(g.consumers) or '-'}" for g in self.groups]
+        if self.refit:
+            rows.append("refit ridge: " + ", ".join(f"{n} {'none' if r is None else f'{r:g}'}"
+                                                    for n, r in self.refit.items()))
         rows.append(f"method {self.method}: FLOPs {self.flops[0]:.4g} -> {self.flops[1]:.4g} "
                     f"({self.flops_removed:.1%} removed), parameters {self.params[0]:,} -> {self.params[1]:,}")
         return "\n".join(rows)

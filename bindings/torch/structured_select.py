@@ -15,7 +15,7 @@ from layertrim.solvers import lasso
 from layertrim.solvers.base.errors import ParameterError
 
 
-def _moments(stats, cols, outs=None):
+def moments(stats, cols, outs=None):
     """``G = Sxx/P`` and ``C = Sxy/P`` restricted to input columns ``cols`` (and outputs ``outs``)."""
     P = stats.n_samples
     G = stats.Sxx[np.ix_(cols, cols)] / P
@@ -23,7 +23,7 @@ def _moments(stats, cols, outs=None):
     return G, (C if outs is None else C[:, outs])
 
 
-def _energy(stats) -> float:
+def output_energy(stats) -> float:
     """Mean squared (centered) output per sample: normalizes each consumer's loss."""
     return float(stats.syy.sum()) / stats.n_samples + np.finfo(np.float64).tiny
 
@@ -32,7 +32,7 @@ def _energy(stats) -> float:
 ONE_ROUND_COLUMNS = 2048
 
 
-def lsq_keep(problems, n: int, k: int, ridge: float, step: float = 0.5) -> np.ndarray:
+def lsq_keep(problems, n: int, k: int, ridge: float, step: float = 0.5, priors=None) -> np.ndarray:
     """Root channels to keep, by backward elimination of the consumers' least-squares loss.
 
     Approximately solves ``min_{|S| = k} sum_j L_j(S) / E_j`` where ``L_j(S) =
@@ -48,28 +48,36 @@ def lsq_keep(problems, n: int, k: int, ridge: float, step: float = 0.5) -> np.nd
     greedy of :func:`layertrim.solvers.threshold.channel_selection.backward_group_selection`).
     When a consumer has more than ``ONE_ROUND_COLUMNS`` input columns, the
     channels are removed in one round (each inverse costs ``O(N^3)``).
+
+    With ``priors`` (each consumer's dense weights ``W0 (N_j, M_j)``) the ridge
+    pulls toward them, as in :func:`refit`: ``L_j(S)`` adds ``(delta/2)||W -
+    W0_S||^2``, ``W = H (C + delta W0)`` and removing ``c`` costs ``(1/2) tr(W_c^T
+    H_cc^{-1} W_c) - (delta/2)||W0_c||^2``: the OBS cost at ``delta = 0``, the
+    output energy ``(1/2) tr(W0_c^T G_cc W0_c)`` of the channel as ``delta -> inf``.
     """
     if max(sum(len(c) for c in cols) for _, cols in problems) > ONE_ROUND_COLUMNS:
         step = 1.0
     alive = np.arange(n)
+    priors = [None] * len(problems) if priors is None else priors
     while len(alive) > k:
         cost = np.zeros(len(alive))
-        for stats, cols in problems:
+        for (stats, cols), W0 in zip(problems, priors):
             blocks = [np.asarray(cols[c], dtype=np.int64) for c in alive]
             flat = np.concatenate(blocks)
             if flat.size == 0:
                 continue
-            G, C = _moments(stats, flat)
+            G, C = moments(stats, flat)
             delta = max(ridge, 1e-10) * max(float(np.mean(np.diag(G))), np.finfo(np.float64).tiny)
             H = np.linalg.inv(G + delta * np.eye(len(flat)))
-            W = H @ C
-            start, energy = 0, _energy(stats)
+            W = H @ (C if W0 is None else C + delta * W0[flat])
+            start, energy = 0, output_energy(stats)
             for i, blk in enumerate(blocks):
                 sl = slice(start, start + len(blk))
                 start += len(blk)
                 if len(blk):
                     Wg = W[sl]
-                    cost[i] += 0.5 * float(np.sum(Wg * np.linalg.solve(H[sl, sl], Wg))) / energy
+                    drop = 0.0 if W0 is None else delta * float(np.sum(W0[blk] ** 2))
+                    cost[i] += 0.5 * (float(np.sum(Wg * np.linalg.solve(H[sl, sl], Wg))) - drop) / energy
         n_drop = min(len(alive) - k, max(1, int(np.ceil(step * (len(alive) - k)))))
         drop = np.argsort(cost, kind="stable")[:n_drop]
         alive = np.delete(alive, drop)
@@ -105,7 +113,7 @@ def refit(stats, cols, outs, W0: np.ndarray, ridge: float):
     """
     if ridge < 0:
         raise ParameterError(f"ridge must be >= 0, got {ridge!r}")
-    G, C = _moments(stats, cols, outs)
+    G, C = moments(stats, cols, outs)
     delta = ridge * max(float(np.mean(np.diag(G))), np.finfo(np.float64).tiny)
     A = G + delta * np.eye(len(cols))
     rhs = C + delta * W0
