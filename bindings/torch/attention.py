@@ -1,4 +1,4 @@
-"""Layers a parent calls functionally: the out-projection of ``nn.MultiheadAttention``.
+"""Layers a parent calls functionally: the out- and in-projections of ``nn.MultiheadAttention``.
 
 ``nn.MultiheadAttention`` never calls its ``out_proj`` (a ``nn.Linear``); it
 passes ``out_proj.weight`` to ``F.multi_head_attention_forward``. The
@@ -6,8 +6,10 @@ projection's input ``Z`` (the attention output, heads concatenated) is
 recovered in a hook on the attention module by running it once more with
 ``out_proj`` set to the identity (``W = I``, ``b = 0``): then the output is
 ``Z`` itself, and the projection's output is ``Z W^T + b`` (``mha.forward`` is
-called directly, so no hook fires twice). The fused
-in-projection (``in_proj_weight``, a bare parameter) is not a prunable layer.
+called directly, so no hook fires twice). The fused in-projection
+(``<attention>.in_proj``, :mod:`.in_projection`) reads the query of a
+self-attention call in the same hook: ``Y = X W^T + b`` with the module's
+``in_proj_weight``/``in_proj_bias`` as they are at that call.
 
 :func:`layer_hook` registers a hook ``fn(layer, x, y)`` for any prunable
 layer, on the layer itself or on its attention host.
@@ -20,11 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .in_projection import InProjection, layer_name, self_attention_input
+
 
 def attention_host(modules: dict, name: str):
-    """The ``nn.MultiheadAttention`` whose ``out_proj`` is layer ``name``, or None."""
-    parent = modules.get(name.rsplit(".", 1)[0]) if "." in name else None
-    if isinstance(parent, nn.MultiheadAttention) and parent.out_proj is modules[name]:
+    """The ``nn.MultiheadAttention`` whose ``out_proj`` or in-projection is layer ``name``, or None.
+
+    ``modules`` maps names to modules, with or without the in-projection views.
+    """
+    prefix = name.rsplit(".", 1)[0] if "." in name else ""
+    parent = modules.get(prefix)
+    if not isinstance(parent, nn.MultiheadAttention):
+        return None
+    if name == layer_name(prefix) or parent.out_proj is modules.get(name):
         return parent
     return None
 
@@ -50,10 +60,18 @@ def projection_input(mha: nn.MultiheadAttention, args, kwargs) -> torch.Tensor:
 
 def layer_hook(modules: dict, name: str, fn):
     """A forward hook calling ``fn(layer, x, y)`` with the layer's input and output; returns its handle."""
-    layer = modules[name]
     host = attention_host(modules, name)
+    layer = modules.get(name)
     if host is None:
         return layer.register_forward_hook(lambda m, args, output: fn(m, args[0], output))
+    if layer is None or isinstance(layer, InProjection):  # the host's in-projection
+        view = layer or InProjection(host)
+
+        def on_in_projection(m, args, kwargs, output):
+            x = self_attention_input(name, args, kwargs)
+            fn(view, x, F.linear(x, m.in_proj_weight, m.in_proj_bias))
+
+        return host.register_forward_hook(on_in_projection, with_kwargs=True)
 
     def on_attention(m, args, kwargs, output):
         z = projection_input(m, args, kwargs)

@@ -34,7 +34,7 @@ from .batches import model_batches, module_device
 from .blocks import find_chain, first_tensor, trace_calls
 from .capture import Collector, capture, relu_layers
 from .layer_solve import finish_layer, param_tensor, set_values
-from .layers import output_rows, unfold_input
+from .layers import named_layers, output_rows, unfold_input
 from .passes import TargetSwap
 
 
@@ -61,7 +61,7 @@ class Cascade:
 
     def __init__(self, model, run, snapshot, bar):
         self.model, self.run, self.snapshot, self.bar = model, run, snapshot, bar
-        self.modules = dict(model.named_modules())
+        self.modules = named_layers(model)
         self.solved = OrderedDict()
         self.dense_values = []
         self.detected = relu_layers(model)

@@ -15,7 +15,11 @@ output into rows ``Y_j`` (``rows``), and which tensor holds ``W``:
 - ``nn.Conv1d``/``nn.Conv2d``: ``K = (C_in / g) * prod(kernel_size)``
   (channel-major, then kernel offsets: the order of ``weight.reshape(C_out,
   -1)``); the input is padded exactly as the layer pads it and unfolded with
-  its stride and dilation.
+  its stride and dilation;
+- the fused in-projection of ``nn.MultiheadAttention`` (``<attention>.in_proj``,
+  a view holding no tensors of its own, :mod:`.in_projection`): ``g = 1``,
+  ``K = E``, ``M = 3E``, rows the query tokens; selected by name or pattern
+  only (``by_default=False``), its weight lives on the attention module.
 
 :func:`register_kind` adds a kind (first match wins, newest first).
 """
@@ -30,6 +34,9 @@ from torch import nn
 
 from layertrim.solvers.base.errors import ParameterError
 
+from . import in_projection
+from .in_projection import named_layers  # noqa: F401  (the name -> layer lookup of every module)
+
 
 @dataclass(frozen=True)
 class LayerKind:
@@ -38,6 +45,10 @@ class LayerKind:
     ``groups(m)`` is ``g``; ``unfold(m, x)`` gives ``(g, P, K)`` and
     ``rows(m, y)`` ``(g, P, M_g)`` (new tensors); ``to_matrices(m, w)`` maps
     the weight tensor to ``(g, K, M_g)`` and ``from_matrices(m, W)`` back.
+    ``site(m)`` is ``(owner, attribute)``: where the weight and its mask live
+    (``(m, "weight")``, or the parent of a pseudo-layer); ``refusal(m)`` a
+    reason the layer is left dense (None: prunable); ``by_default`` whether
+    ``layers=None`` selects the kind.
     """
 
     name: str
@@ -47,6 +58,9 @@ class LayerKind:
     rows: Callable
     to_matrices: Callable
     from_matrices: Callable
+    site: Callable = lambda m: (m, "weight")
+    refusal: Callable = lambda m: None
+    by_default: bool = True
 
 
 def _linear_unfold(m, x):
@@ -107,6 +121,10 @@ def _out_first_from_matrices(m, W):
 
 
 KINDS: list = [
+    LayerKind("MultiheadAttention.in_proj", lambda m: isinstance(m, in_projection.InProjection), lambda m: 1,
+              in_projection.rows, in_projection.rows, lambda m, w: w.t().unsqueeze(0).contiguous(),
+              lambda m, W: W[0].t().contiguous(), site=lambda m: (m.attention, "in_proj_weight"),
+              refusal=in_projection.refusal, by_default=False),
     LayerKind("Linear", lambda m: isinstance(m, nn.Linear), lambda m: 1, _linear_unfold, _linear_rows,
               _out_first_to_matrices, _out_first_from_matrices),
     LayerKind("Conv1D", _is_hf_conv1d, lambda m: 1, _linear_unfold, _linear_rows,
@@ -135,6 +153,24 @@ def check_supported(name: str, module: nn.Module) -> LayerKind:
             f"{', '.join(k.name for k in KINDS)}"
         )
     return kind
+
+
+def refused_layers(layers: dict) -> dict:
+    """``name -> reason`` for the layers whose kind refuses them (e.g. q/k/v held as separate weights)."""
+    reasons = {n: check_supported(n, m).refusal(m) for n, m in layers.items()}
+    return {n: why for n, why in reasons.items() if why is not None}
+
+
+def weight_site(module) -> tuple:
+    """``(owner, attribute)`` of the layer's weight: ``owner.attribute`` is written and masked."""
+    return check_supported("", module).site(module)
+
+
+def weight_names(name: str, module) -> set:
+    """Qualified parameter names of the layer's weight (plain and ``_orig``); a pseudo-layer's owner is its parent."""
+    owner, attr = weight_site(module)
+    prefix = name if owner is module else (name.rsplit(".", 1)[0] if "." in name else "")
+    return {f"{prefix}.{a}" if prefix else a for a in (attr, attr + "_orig")}
 
 
 def n_groups(module: nn.Module) -> int:

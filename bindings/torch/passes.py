@@ -13,7 +13,7 @@ import torch
 from layertrim.solvers.base.errors import ParameterError, ShapeError
 
 from .attention import layer_hook
-from .layers import output_rows, unfold_input
+from .layers import named_layers, output_rows, unfold_input
 
 
 class TargetSwap:
@@ -51,8 +51,8 @@ class TargetSwap:
 
 def register_hooks(chosen, collectors, dense, model, swap, handles: list) -> None:
     """Forward hooks (appended to ``handles``) feeding each collector its layer's inputs and outputs."""
-    dense_modules = dict(dense.named_modules())
-    model_modules = dict(model.named_modules())
+    dense_modules = named_layers(dense)
+    model_modules = named_layers(model)
     for n, mod in chosen.items():
         col = collectors[n]
         if dense is not model:

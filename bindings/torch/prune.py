@@ -32,7 +32,9 @@ from .attention import explicit_attention
 from .batches import first_samples, first_tokens, reusable
 from .capture import capture, find_layers
 from .cascade import solve_cascade
+from .in_projection import cross_attention_layers
 from .layer_solve import PendingLayer, finish_layer, set_values, start_layer
+from .layers import refused_layers, weight_site
 from .report import PruneReport
 from .preflight import check_forward, check_layers, check_model
 from .settings import layer_specs, pattern_misfits, per_layer, tied_layers
@@ -49,10 +51,11 @@ def _write_layer(module, W, b):
     solver started from the masked weights, and the new support is the whole
     truth (the model then has exactly the zeros the report counts).
     """
-    if hasattr(module, "weight_mask"):
-        torch_prune.remove(module, "weight")
+    owner, attr = weight_site(module)  # the attention module's ``in_proj_weight`` for an in-projection
+    if hasattr(owner, attr + "_mask"):
+        torch_prune.remove(owner, attr)
     set_values(module, W, b)
-    torch_prune.custom_from_mask(module, "weight", (W != 0).to(module.weight.device))
+    torch_prune.custom_from_mask(owner, attr, (W != 0).to(module.weight.device))
 
 
 def prune(
@@ -185,8 +188,9 @@ def prune(
         layers = list(method)
     check_model(model)
     found = find_layers(model, layers, ignore)
-    check_layers(found)
-    skipped = tied_layers(model, found)
+    skipped = refused_layers(found)
+    check_layers({n: m for n, m in found.items() if n not in skipped})
+    skipped.update(tied_layers(model, [n for n in found if n not in skipped]))
     method, sparsity, eps, lam, relu = (per_layer(v, list(found), what) for v, what in (
         (method, "method"), (sparsity, "sparsity"), (eps, "eps"), (lam, "lam"), (relu, "relu")))
     if isinstance(method, str):
@@ -212,6 +216,8 @@ def prune(
                pool=pool, column_blocks=column_blocks)
     with explicit_attention():
         check_forward(model, run.data)
+        skipped.update(cross_attention_layers(model, {n: found[n] for n in names}, run.data))
+        names = [n for n in names if n not in skipped]
         solved, engine = _solve_all(model, run, names, scheme=scheme, progress=progress, blocks=blocks)
     return PruneReport(layers=[solved[n][2] for n in names], scheme=scheme, time=time.perf_counter() - start,
                        skipped=skipped, engine=engine)

@@ -20,12 +20,13 @@ from torch import nn
 
 from layertrim.solvers.base.errors import ParameterError
 
-from .layers import check_supported, kind_of
+from .layers import check_supported, kind_of, named_layers
 
 
 def prunable_layers(model: nn.Module) -> "OrderedDict[str, nn.Module]":
-    """Every submodule of a prunable kind, by qualified name, in registration order."""
-    return OrderedDict((n, m) for n, m in model.named_modules() if n and kind_of(m) is not None)
+    """Every submodule (and pseudo-layer, see :mod:`.layers`) of a prunable kind, by qualified name, in
+    registration order."""
+    return OrderedDict((n, m) for n, m in named_layers(model).items() if n and kind_of(m) is not None)
 
 
 def matcher(selector: str):
@@ -68,14 +69,14 @@ def select_layers(model: nn.Module, layers=None, ignore=None) -> "OrderedDict[st
     the selection minus ``ignore`` must not be empty; each is a ParameterError
     listing the prunable layers.
     """
-    named = OrderedDict((n, m) for n, m in model.named_modules() if n)
+    named = OrderedDict((n, m) for n, m in named_layers(model).items() if n)
     prunable = prunable_layers(model)
     if not prunable:
         raise ParameterError("the model has no layer of a prunable kind (Linear, Conv1d, Conv2d, Conv1D)")
     chosen = OrderedDict()
     if layers is None:
         skip = set(default_ignored(model))
-        chosen.update((n, m) for n, m in prunable.items() if n not in skip)
+        chosen.update((n, m) for n, m in prunable.items() if n not in skip and kind_of(m).by_default)
     for selector in _as_list(layers, "layers"):
         match = matcher(selector)
         if not any(c in selector for c in "*?[") and not selector.startswith("re:"):

@@ -14,7 +14,7 @@ from layertrim.solvers.base.errors import ShapeError
 from layertrim.solvers.base.patterns import parse_pattern
 
 from ..methods import LayerSpec
-from .layers import input_features
+from .layers import input_features, named_layers, weight_names
 from .selection import matcher
 
 
@@ -89,13 +89,13 @@ def tied_layers(model: nn.Module, names) -> dict:
     for mod_name, module in model.named_modules(remove_duplicate=False):
         for p_name, p in module.named_parameters(recurse=False, remove_duplicate=False):
             holders.setdefault(id(p), []).append(f"{mod_name}.{p_name}" if mod_name else p_name)
-    modules = dict(model.named_modules())
+    modules = named_layers(model)
     tied = {}
     for name in names:
         module = modules[name]
         weight = getattr(module, "weight_orig", None)
         weight = module.weight if weight is None else weight
-        others = sorted(set(holders.get(id(weight), [])) - {f"{name}.weight", f"{name}.weight_orig"})
+        others = sorted(set(holders.get(id(weight), [])) - weight_names(name, module))
         if others:
             tied[name] = f"weight tied to {', '.join(others)}"
     return tied
