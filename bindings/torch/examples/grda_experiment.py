@@ -17,6 +17,7 @@ from layertrim.solvers.base.validation import check_scalar
 
 from ..optim.grda import GRDA, SparsityLogger
 from ..masks import sparsity as weight_sparsity
+from .grda_cnn import train_epoch
 from .mnist import accuracy, load_mnist, mlp
 
 
@@ -37,20 +38,6 @@ class Comparison:
     history: dict[str, list] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     settings: dict[str, float] = field(default_factory=dict)
-
-
-def _epoch(model, opt, X, y, order, batch_size, loss_fn) -> float:
-    model.train()
-    total = 0.0
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        opt.zero_grad()
-        loss = loss_fn(model(X[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(idx)
-    model.eval()
-    return total / len(order)
 
 
 def compare_sgd_grda(
@@ -82,7 +69,6 @@ def compare_sgd_grda(
     sgd_opt = torch.optim.SGD(sgd_model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
     grda_opt = GRDA(grda_model.parameters(), lr=lr, c=c, mu=mu)
     logger = SparsityLogger(grda_model)
-    loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     keys = ("epoch", "sgd_acc", "grda_acc", "sgd_loss", "grda_loss", "grda_sparsity", "grda_weight_sparsity")
     hist = {k: [] for k in keys}
@@ -91,7 +77,7 @@ def compare_sgd_grda(
         order = torch.randperm(len(y_tr), generator=gen)
         for name, model, opt in (("sgd", sgd_model, sgd_opt), ("grda", grda_model, grda_opt)):
             t0 = time.perf_counter()
-            hist[f"{name}_loss"].append(_epoch(model, opt, X_tr, y_tr, order, batch_size, loss_fn))
+            hist[f"{name}_loss"].append(train_epoch(model, opt, X_tr, y_tr, order, batch_size))
             seconds[name] += time.perf_counter() - t0
             hist[f"{name}_acc"].append(accuracy(model, X_te, y_te))
         hist["epoch"].append(epoch)
