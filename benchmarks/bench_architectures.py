@@ -77,21 +77,22 @@ def _output(model, batch):
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def one(name: str, engine: str, method: str, refit: bool = True, threads: int = 2) -> dict:
+def one(name: str, engine: str, method: str, refit: bool = True, threads: int = 2, damping: float = 0.0) -> dict:
     """One prune in this process (``threads`` in torch and numpy's BLAS): seconds, peak RSS,
     output error on a held-out batch, engine facts."""
     from layertrim.bindings.torch import limit_threads, prune
 
     with limit_threads(threads):
-        return _one(name, engine, method, refit, prune)
+        return _one(name, engine, method, refit, prune, damping)
 
 
-def _one(name, engine, method, refit, prune) -> dict:
+def _one(name, engine, method, refit, prune, damping) -> dict:
     model, calib, held = build(name)
     with torch.no_grad():
         dense = _output(model, held)
     start = time.perf_counter()
-    report = prune(model, calib, method=method, sparsity=0.5, progress=False, blocks=engine == "blocks", refit=refit)
+    report = prune(model, calib, method=method, sparsity=0.5, progress=False, blocks=engine == "blocks", refit=refit,
+                   damping=damping)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         err = float((_output(model, held) - dense).norm() / dense.norm())
@@ -100,9 +101,9 @@ def _one(name, engine, method, refit, prune) -> dict:
             "layers": len(report.layers), "skipped": len(report.skipped), **report.engine}
 
 
-def _run(name, engine, method, timeout, refit, threads):
+def _run(name, engine, method, timeout, refit, threads, damping):
     cmd = [sys.executable, __file__, "--one", name, "--engine", engine, "--method", method,
-           "--threads", str(threads)] + ([] if refit else ["--no-refit"])
+           "--threads", str(threads), "--damping", str(damping)] + ([] if refit else ["--no-refit"])
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
     except subprocess.TimeoutExpired:
@@ -130,14 +131,17 @@ def main(argv=None) -> None:
     parser.add_argument("--no-refit", dest="refit", action="store_false",
                         help="no least-squares refit (magnitude then costs only the engine's passes)")
     parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads")
+    parser.add_argument("--damping", type=float, default=0.0,
+                        help="prune(damping=): refit ridge toward the trained weights, relative to mean(diag(G))")
     parser.add_argument("--one")
     parser.add_argument("--engine", default="blocks")
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.engine, args.method, args.refit, args.threads)))
+        print(json.dumps(one(args.one, args.engine, args.method, args.refit, args.threads, args.damping)))
         return
-    rows = [_run(m, e, args.method, args.timeout, args.refit, args.threads) for m in args.models for e in args.engines]
-    print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}), cascade, {SAMPLES} calibration "
+    rows = [_run(m, e, args.method, args.timeout, args.refit, args.threads, args.damping)
+            for m in args.models for e in args.engines]
+    print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}, damping={args.damping}), cascade, {SAMPLES} calibration "
           f"samples, {args.threads} thread(s)")
     print(f"{'model':14s} {'engine':8s} {'seconds':>9s} {'RSS MiB':>8s} {'out err':>8s} {'blocks':>6s} "
           f"{'passes':>6s} {'speedup':>8s}")

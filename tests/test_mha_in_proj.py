@@ -260,3 +260,23 @@ def test_masks_hold_through_fine_tune_and_fold_on_make_permanent(seed, tmp_path)
     for attn, fresh_attn, z in zip((a.self_attn for a in model.layers), (a.self_attn for a in fresh.layers), zeros):
         assert isinstance(attn.in_proj_weight, nn.Parameter) and bool((attn.in_proj_weight[z] == 0).all())
         assert torch.equal(fresh_attn.in_proj_weight, attn.in_proj_weight)
+
+
+def test_sparsity_counts_the_in_projection_and_fine_tune_holds_its_zeros_after_make_permanent(seed):
+    from layertrim.bindings.torch import sparsity
+
+    model = _encoder(seed).train()
+    data = _data(seed)
+    prune(model, data, method="magnitude", sparsity=0.5, layers="*.in_proj", progress=False)
+    counts = sparsity(model)
+    for i, name in enumerate(IN_PROJ):
+        w = _effective_in_proj(model.layers[i].self_attn)
+        assert counts.layers[name].zeros == int((w == 0).sum()) == w.numel() // 2
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert set(counts.layers) == set(linears) | set(IN_PROJ)
+    make_permanent(model)
+    zeros = [model.layers[i].self_attn.in_proj_weight == 0 for i in range(2)]
+    fine_tune(model, [(x, torch.zeros_like(x)) for x in data], lr=1e-2, loss_fn=lambda o, t: ((o - t) ** 2).mean())
+    for i, z in enumerate(zeros):
+        w = model.layers[i].self_attn.in_proj_weight
+        assert bool((w[z] == 0).all()) and bool((w[~z] != 0).all())

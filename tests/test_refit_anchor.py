@@ -107,3 +107,49 @@ def test_torch_tensors_give_the_nearest_minimizer(wide):
     assert isinstance(res.W, torch.Tensor)
     ref = nearest_minimizers(X, Y, mask, anchor)
     np.testing.assert_allclose(res.W.numpy(), ref, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("method", ["magnitude", "iht", "l0"])
+@pytest.mark.parametrize("n_samples", [10, 60])
+def test_prune_damping_is_the_ridge_refit_toward_the_trained_weights(rng, seed, method, n_samples):
+    """``prune(damping=d)``: the written weights are the refit on the method's support with the ridge
+    ``d * mean(diag(G))`` toward the trained weights, for an underdetermined (10 rows, supports of ~12
+    of 24 inputs) and an overdetermined layer."""
+    torch = pytest.importorskip("torch")
+    from layertrim.bindings.torch import prune
+
+    from seeding import torch_seed
+
+    with torch_seed(seed):
+        layer = torch.nn.Linear(24, 5).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.asarray(rng.standard_normal((5, 24))))
+        layer.bias.copy_(torch.asarray(rng.standard_normal(5)))
+    W0 = layer.weight.detach().numpy().T.copy()
+    X = rng.standard_normal((n_samples, 24)) + 0.3
+    Y = X @ W0 + layer.bias.detach().numpy()
+    prune(torch.nn.Sequential(layer), [torch.asarray(X)], method=method, sparsity=0.5, damping=0.05,
+          progress=False)
+    W = layer.weight.detach().numpy().T
+    Xc = X - X.mean(0)
+    ridge = 0.05 * float(np.mean(np.sum(Xc**2, axis=0) / n_samples))
+    expected = nearest_minimizers(X, Y, W != 0, W0, ridge=ridge)
+    assert int((W == 0).sum()) == W.size // 2
+    # float64 data and a damped (well-conditioned) system: agreement to ~1e-12 relative
+    np.testing.assert_allclose(W, expected, rtol=1e-9, atol=ATOL_REL * np.abs(expected).max())
+    b = Y.mean(0) - X.mean(0) @ W
+    np.testing.assert_allclose(layer.bias.detach().numpy(), b, rtol=1e-9, atol=ATOL_REL * np.abs(b).max())
+
+
+def test_prune_refuses_a_negative_damping_before_any_work(seed):
+    torch = pytest.importorskip("torch")
+    from layertrim.bindings.torch import prune
+    from layertrim.solvers import ParameterError
+    from seeding import torch_seed
+
+    with torch_seed(seed):
+        layer = torch.nn.Linear(6, 3)
+    before = layer.weight.detach().clone()
+    with pytest.raises(ParameterError, match="damping"):
+        prune(torch.nn.Sequential(layer), [torch.zeros(4, 6)], method="magnitude", sparsity=0.5, damping=-0.1, progress=False)
+    assert torch.equal(layer.weight, before)

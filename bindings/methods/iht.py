@@ -8,8 +8,9 @@ def solve(problem, spec):
     X, Y = problem.linear_args()
     res = iht(X, Y, sparsity=spec.sparsity, pattern=spec.pattern, intercept=problem.intercept, W0=problem.W0,
               refit=spec.refit, **spec.options)
-    # iht refits its final support itself
-    return Solution(W=res.W, b=res.b, status=res.status, iterations=res.iterations, info=res.info, refit=False)
+    # iht refits its final support itself; a damped refit (spec.damping > 0) replaces that one
+    return Solution(W=res.W, b=res.b, status=res.status, iterations=res.iterations, info=res.info,
+                    refit=bool(spec.damping))
 
 
 METHOD = Method(

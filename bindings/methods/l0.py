@@ -8,8 +8,9 @@ def solve(problem, spec):
     X, Y = problem.linear_args()
     res = l0_admm(X, Y, sparsity=spec.sparsity, pattern=spec.pattern, intercept=problem.intercept, W0=problem.W0,
                   **spec.options)
-    # l0_admm ends with least squares on its final support
-    return Solution(W=res.W, b=res.b, status=res.status, iterations=res.iterations, info=res.info, refit=False)
+    # l0_admm ends with least squares on its final support; a damped refit (spec.damping > 0) replaces it
+    return Solution(W=res.W, b=res.b, status=res.status, iterations=res.iterations, info=res.info,
+                    refit=bool(spec.damping))
 
 
 METHOD = Method(

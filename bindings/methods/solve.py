@@ -5,6 +5,8 @@ least-squares fit on the method's support, which can only lower that loss.
 A layer with target sparsity 0 keeps every weight: no method runs, only the
 refit (so in the cascade scheme a dense layer still adapts to pruned inputs);
 row-based methods of ReLU layers keep the dense weights as they are.
+With ``damping > 0`` the refit carries the ridge ``damping * mean(diag(G))``
+toward the trained weights and replaces the own final refit of iht and l0.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from layertrim.solvers.base.backend import as_quadratic_any, to_host
 from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.gram import GramStats
 from layertrim.solvers.base.patterns import parse_pattern
@@ -33,6 +36,7 @@ class LayerSpec:
     lam: float | None = None
     pattern: str = "unstructured"
     refit: bool = True
+    damping: float = 0.0
     options: dict = field(default_factory=dict)
 
     def check(self, name: str) -> None:
@@ -95,9 +99,14 @@ def _errors(problem: LayerProblem, W, b):
     return squared_error(problem.data, W, b)
 
 
-def _refit(problem: LayerProblem, W):
+def _refit(problem: LayerProblem, W, damping: float):
+    """Least squares on ``W``'s support nearest to ``W0``, with the ridge ``damping * mean(diag(G))``
+    toward ``W0`` (``G`` the centred input Gram over ``P``)."""
     X, Y = problem.linear_args()
-    return refit_support(X, Y, W != 0, intercept=problem.intercept, anchor=problem.W0)
+    ridge = 0.0
+    if damping:
+        ridge = damping * float(np.mean(np.diag(to_host(as_quadratic_any(X, Y, intercept=problem.intercept).G))))
+    return refit_support(X, Y, W != 0, intercept=problem.intercept, ridge=ridge, anchor=problem.W0)
 
 
 def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gamma: float,
@@ -121,7 +130,7 @@ def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gam
         sol = method.solve(problem, spec if options is spec.options else replace(spec, options=options))
     W, b, info = sol.W, sol.b, dict(sol.info)
     if spec.refit and sol.refit and np.any(W != 0):
-        r2 = _refit(problem, W)
+        r2 = _refit(problem, W, spec.damping)
         W, b = r2.W, r2.b
         info["refit"] = True
     elapsed = time.perf_counter() - start

@@ -16,17 +16,16 @@ from torch import nn
 from layertrim.solvers.base.errors import EmptyDataError, ParameterError
 from layertrim.solvers.base.validation import check_scalar
 
-from .masks import PRUNABLE
+from .masks import weight_sites
 
 
 def _zero_masks(model: nn.Module):
     """(parameter, keep-mask) for plain weights of prunable layers that hold zeros."""
     out = []
-    for module in model.modules():
-        if isinstance(module, PRUNABLE) and isinstance(module._parameters.get("weight"), nn.Parameter):
-            w = module._parameters["weight"]
-            if bool((w == 0).any()):
-                out.append((w, (w != 0).detach().clone()))
+    for owner, attr in weight_sites(model).values():
+        w = owner._parameters.get(attr)
+        if isinstance(w, nn.Parameter) and bool((w == 0).any()):
+            out.append((w, (w != 0).detach().clone()))
     return out
 
 

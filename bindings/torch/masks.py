@@ -2,7 +2,10 @@
 
 Counts the effective weights (``module.weight``, which under a
 ``torch.nn.utils.prune`` reparametrization is ``weight_orig * weight_mask``) of
-every Linear and convolution layer; biases are not counted.
+every layer a prunable kind of :mod:`.layers` matches: Linear, Conv1d/Conv2d,
+transformers' ``Conv1D`` and the fused in-projection of
+``nn.MultiheadAttention`` (``<attention>.in_proj``, weight ``in_proj_weight``);
+biases are not counted.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from .layers import kind_of, named_layers
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,25 @@ class ModelSparsity:
         return "\n".join(lines)
 
 
+def weight_sites(model: nn.Module) -> dict:
+    """``name -> (owner, attribute)`` of every prunable layer's weight (``owner.attribute`` is the
+    effective weight; the owner of an in-projection is its attention module)."""
+    sites = {}
+    for name, m in named_layers(model).items():
+        kind = kind_of(m)
+        if kind is not None and kind.refusal(m) is None:
+            sites[name] = kind.site(m)
+    return sites
+
+
 def sparsity(model: nn.Module, layers=None) -> ModelSparsity:
-    """Zero counts of the weights of ``model``'s Linear/Conv layers (or of the named ``layers``)."""
-    named = dict(model.named_modules())
-    names = [n for n, m in named.items() if isinstance(m, PRUNABLE)] if layers is None else list(layers)
+    """Zero counts of the weights of ``model``'s prunable layers (or of the named ``layers``)."""
+    sites = weight_sites(model)
+    names = list(sites) if layers is None else list(layers)
     counts = {}
     for name in names:
-        w = named[name].weight.detach()
+        owner, attr = sites[name]
+        w = getattr(owner, attr).detach()
         counts[name] = LayerCount(zeros=int((w == 0).sum()), total=int(w.numel()))
     return ModelSparsity(counts)
 

@@ -71,6 +71,7 @@ def prune(
     layers=None,
     max_rows: int = 20000,
     refit: bool = True,
+    damping: float = 0.0,
     progress: bool = True,
     executor=None,
     relu=None,
@@ -133,6 +134,17 @@ def prune(
     refit : bool
         Least-squares refit of the solved support (squared-loss methods, and
         Net-Trim on layers without ReLU).
+    damping : float >= 0
+        With ``damping > 0`` the final weights are the refit on the method's
+        support with the ridge ``lam = damping * mean(diag(G))`` toward the
+        trained weights, ``min (1/2P)||X W + 1 b^T - Y||^2 + lam/2 ||W - W0||^2``
+        (``G = X_c^T X_c / P``; SparseGPT's ``percdamp`` plays the same role).
+        It bounds how far an ill-conditioned or underdetermined layer (few
+        calibration rows, nearly collinear inputs) moves away from what it was
+        trained to compute; 0 is the exact least-squares refit. Applies to the
+        methods that end with a least-squares refit (magnitude, lasso, iht,
+        l0, Net-Trim off ReLU); the baselines and post-ReLU fits are left as
+        they are.
     progress : bool
         A tqdm bar over layers.
     executor : concurrent.futures.Executor or dask.distributed.Client, optional
@@ -197,7 +209,7 @@ def prune(
         get_method(method)
     specs = layer_specs(
         [n for n in found if n not in skipped], method=method, sparsity=sparsity, eps=eps, lam=lam,
-        pattern=pattern, refit=refit, solver_options=solver_options,
+        pattern=pattern, refit=refit, damping=damping, solver_options=solver_options,
     )
     skipped.update(pattern_misfits(found, specs, strict))
     names = [n for n in found if n not in skipped]

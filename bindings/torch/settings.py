@@ -22,11 +22,11 @@ def _per_layer(value, name):
     return value.get(name) if isinstance(value, dict) else value
 
 
-def layer_specs(names, *, method, sparsity, eps, lam, pattern, refit, solver_options) -> "OrderedDict[str, LayerSpec]":
+def layer_specs(names, *, method, sparsity, eps, lam, pattern, refit, damping, solver_options) -> "OrderedDict[str, LayerSpec]":
     """Resolve global and per-layer settings into one :class:`LayerSpec` per layer.
 
     ``method`` is a name or a dict layer -> name or layer -> dict of settings
-    (``method``, ``sparsity``, ``eps``, ``lam``, ``pattern``, ``refit`` and
+    (``method``, ``sparsity``, ``eps``, ``lam``, ``pattern``, ``refit``, ``damping`` and
     solver options); ``sparsity``/``eps``/``lam`` may be dicts layer -> value.
     """
     specs = OrderedDict()
@@ -45,6 +45,8 @@ def layer_specs(names, *, method, sparsity, eps, lam, pattern, refit, solver_opt
             lam=overrides.pop("lam", _per_layer(lam, name)),
             pattern=overrides.pop("pattern", _per_layer(pattern, name)),
             refit=bool(overrides.pop("refit", _per_layer(refit, name))),
+            damping=check_scalar(overrides.pop("damping", _per_layer(damping, name)), f"damping of layer {name!r}",
+                                 low=0.0),
             options={**solver_options, **overrides},
         )
         spec.check(name)
