@@ -141,8 +141,8 @@ def main(argv=None) -> None:
         return
     rows = [_run(m, e, args.method, args.timeout, args.refit, args.threads, args.damping)
             for m in args.models for e in args.engines]
-    print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}, damping={args.damping}), cascade, {SAMPLES} calibration "
-          f"samples, {args.threads} thread(s)")
+    print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}, damping={args.damping}), cascade, "
+          f"{SAMPLES} calibration samples, {args.threads} thread(s)")
     print(f"{'model':14s} {'engine':8s} {'seconds':>9s} {'RSS MiB':>8s} {'out err':>8s} {'blocks':>6s} "
           f"{'passes':>6s} {'speedup':>8s}")
     by = {(r["model"], r["engine"]): r for r in rows}

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from layertrim.solvers.base.errors import ParameterError
+
 from .layers import kind_of, named_layers
 
 
@@ -72,6 +74,9 @@ def sparsity(model: nn.Module, layers=None) -> ModelSparsity:
     """Zero counts of the weights of ``model``'s prunable layers (or of the named ``layers``)."""
     sites = weight_sites(model)
     names = list(sites) if layers is None else list(layers)
+    unknown = [n for n in names if n not in sites]
+    if unknown:
+        raise ParameterError(f"sparsity: {unknown} are not prunable layers of the model; they are {list(sites)}")
     counts = {}
     for name in names:
         owner, attr = sites[name]
