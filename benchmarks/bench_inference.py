@@ -3,7 +3,8 @@
 For the reference MNIST MLP, ResNet18 and MobileNetV2 (torchvision's layer
 structure, random init with BatchNorm statistics recalibrated, 32x32 inputs)
 and a Llama-style MLP block (gate/up/down, 512 -> 1376): latency at batch 1
-and 64 (median of repeats, fixed threads), file size (``torch.save`` of the
+and 64 (median of repeats, every variant of a model timed in turn within each
+repeat, fixed threads), file size (``torch.save`` of the
 state dict; ``save_sparse`` for the unstructured model), and quality before
 any fine-tuning (test accuracy for the MLP, else relative output error on
 held-out inputs, never the calibration ones). Structured rows remove 50% of
@@ -13,9 +14,10 @@ the FLOPs with one plan per model; layertrim's lsq choice + consumer refit
 importance share that plan (same channel counts, same FLOPs) and the same
 calibration inputs.
 Unstructured rows: 95% magnitude pruning of every Linear / 1x1 conv
-(the output layer kept dense), then :func:`to_sparse`.
+(the output layer kept dense), then :func:`to_sparse` for the batch size
+served (``@1``: layers converted where faster at batch 1; ``@64``: at batch 64).
 
-Usage: ``python benchmarks/bench_inference.py [--repeats 30] [--threads 2]``
+Usage: ``python benchmarks/bench_inference.py [--repeats 30] [--threads 2] [--models mlp resnet18 ...]``
 """
 from __future__ import annotations
 
@@ -49,16 +51,25 @@ class LlamaMLP(nn.Module):
         return self.down(nn.functional.silu(self.gate(x)) * self.up(x))
 
 
-def latency(model, x, repeats):
+def latencies(models, x, repeats, calls):
+    """Median milliseconds per forward of each model, timed round-robin.
+
+    Each repeat times every model once (``calls`` forwards in a row, after a
+    warm-up), in turn, so that a slow phase of the machine hits every model
+    alike and the ratios stay meaningful where the absolute times drift.
+    """
+    times = [[] for _ in models]
     with torch.no_grad():
-        for _ in range(3):
-            model(x)
-        times = []
+        for m in models:
+            for _ in range(3):
+                m(x)
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+            for t, m in zip(times, models):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    m(x)
+                t.append((time.perf_counter() - t0) / calls)
+    return [statistics.median(t) * 1e3 for t in times]
 
 
 def size_kb(model, sparse=False):
@@ -87,6 +98,10 @@ def unstructured(model, sparsity):
     for m in layers[:-1] if isinstance(layers[-1], nn.Linear) else layers:
         torch_prune.l1_unstructured(m, "weight", amount=sparsity)
     return make_permanent(model)
+
+
+MODELS = ("mlp", "resnet18", "mobilenet_v2", "llama_mlp")
+CASE_NAMES = ("MLP 784-300-100-10", "ResNet18 32x32", "MobileNetV2 32x32", "Llama MLP 512-1376")
 
 
 def cases(gen):
@@ -126,6 +141,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--flops", type=float, default=0.5)
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=MODELS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
@@ -134,34 +150,35 @@ def main(argv=None):
           f"(acc: MNIST test accuracy; err: relative output error on held-out inputs)")
     print(head + "\n" + "-" * len(head))
     for name, dense, calib, held, labels, unit, x1, x64 in cases(gen):
-        ref = {}
-
-        def row(variant, model, removed, sparse_file=False):
-            t1, t64 = latency(model, x1, args.repeats), latency(model, x64, args.repeats)
-            d1, d64 = ref.setdefault("b1", t1), ref.setdefault("b64", t64)  # the dense row is the reference
-            q = quality(model, dense, held, labels)
-            print(f"{name:<20}{variant:<28}{removed:>9.1%}{q:>13}{t1:>9.3f}{t64:>9.3f}{d1 / t1:>7.2f}{d64 / t64:>7.2f}"
-                  f"{size_kb(model, sparse_file):>9.0f}", flush=True)
-
-        row("dense", dense, 0.0)
+        if MODELS[CASE_NAMES.index(name)] not in args.models:
+            continue
+        rows = [("dense", dense, 0.0, False)]
         t0 = time.perf_counter()
         ours = prune_structured(dense, calib, target=args.flops, unit=unit, method="lsq", ridge="auto")
         spent = time.perf_counter() - t0
         plan = {g.root: 1 - g.keep / g.n for g in ours.groups if g.keep < g.n}
-        row(f"structured lsq+refit ({spent:.0f}s)", ours.model, ours.flops_removed)
+        rows.append((f"structured lsq+refit ({spent:.0f}s)", ours.model, ours.flops_removed, False))
         fixed = prune_structured(dense, calib, target=plan, unit=unit, method="lsq", ridge=1e-3)
-        row("structured lsq ridge=1e-3", fixed.model, fixed.flops_removed)
+        rows.append(("structured lsq ridge=1e-3", fixed.model, fixed.flops_removed, False))
         for method in ("magnitude", "taylor"):
             base = prune_structured(dense, calib, target=plan, unit=unit, method=method)
-            row(f"structured TP {method}", base.model, base.flops_removed)
+            rows.append((f"structured TP {method}", base.model, base.flops_removed, False))
+        masked = unstructured(dense, 0.95)
+        rows.append(("unstructured 95% dense", masked, 0.0, True))
+        for b, x in ((1, x1), (64, x64)):  # converted for the batch size it will serve
+            sparse = copy.deepcopy(masked)
+            report = to_sparse(sparse, repeats=15, batch_sizes=(b,), example=x1)
+            chosen = sum(d.decision != "dense" for d in report.layers)
+            rows.append((f"unstr. 95% to_sparse@{b} {chosen}/{len(report.layers)}", sparse, 0.0, True))
+        models = [r[1] for r in rows]
+        t1 = latencies(models, x1, args.repeats, calls=20)
+        t64 = latencies(models, x64, args.repeats, calls=2)
+        for (variant, model, removed, sparse_file), a, c in zip(rows, t1, t64):
+            q = quality(model, dense, held, labels)
+            print(f"{name:<20}{variant:<28}{removed:>9.1%}{q:>13}{a:>9.3f}{c:>9.3f}{t1[0] / a:>7.2f}{t64[0] / c:>7.2f}"
+                  f"{size_kb(model, sparse_file):>9.0f}", flush=True)
         print(f"{name:<20}{'':<28}lsq choices: {_tally(g.choice for g in ours.groups if g.choice)}; "
               f"refit ridges: {_tally('none' if r is None else f'{r:g}' for r in ours.refit.values())}")
-        masked = unstructured(dense, 0.95)
-        row("unstructured 95% dense", masked, 0.0, sparse_file=True)
-        sparse = copy.deepcopy(masked)
-        report = to_sparse(sparse, repeats=15, example=x1)
-        chosen = sum(d.decision != "dense" for d in report.layers)
-        row(f"unstructured 95% to_sparse {chosen}/{len(report.layers)}", sparse, 0.0, sparse_file=True)
     print("x b=1, x b=64: dense latency / row latency (> 1: faster). FLOPs -%: multiply-accumulates "
           "of Conv2d/Linear removed (torch-pruning's counter). Unstructured file: save_sparse; others torch.save.")
 

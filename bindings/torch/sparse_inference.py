@@ -24,7 +24,6 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils import prune as torch_prune
 
 from layertrim.solvers.base.errors import ParameterError
@@ -99,6 +98,14 @@ class SparseLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.decision, self.timings = layout, {}
 
+    def _one_sample(self, x: torch.Tensor) -> torch.Tensor:
+        """``W x + b`` for one sample by the CSR matrix-vector kernel, with few Python steps (at
+        batch 1 the per-call overhead is of the order of the product itself)."""
+        weight, bias = self._buffers["weight"], self._buffers["bias"]
+        v = x.view(-1) if x.is_contiguous() else x.reshape(-1)
+        y = torch.mv(weight, v) if bias is None else torch.addmv(bias, weight, v)
+        return y.view(*x.shape[:-1], self.out_features)
+
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """``W @ x2`` for ``x2 (in, n)``."""
         if self._semi is not None:
@@ -109,11 +116,9 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_stride is None:
+            if self.layout == "csr" and x.numel() == self.in_features:  # one sample: one addmv call
+                return self._one_sample(x)
             lead = x.shape[:-1]
-            if x.numel() == self.in_features and self.layout == "csr":  # one sample: one addmv call
-                v = x.reshape(-1)
-                y = torch.mv(self.weight, v) if self.bias is None else torch.addmv(self.bias, self.weight, v)
-                return y.reshape(*lead, self.out_features)
             y = self._matmul(x.reshape(-1, self.in_features).T).T
             if self.bias is not None:
                 y = y + self.bias
@@ -131,12 +136,16 @@ class SparseLinear(nn.Module):
 
 
 def _median_time(fn, repeats: int) -> float:
+    """Median seconds per call of ``fn``; each of the ``repeats`` samples times enough calls to last ~1 ms."""
+    t0 = time.perf_counter()
     fn()  # warm-up (allocations, kernel selection)
+    calls = max(1, min(1000, int(1e-3 / max(time.perf_counter() - t0, 1e-7))))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t0) / calls)
     return statistics.median(times)
 
 
@@ -167,11 +176,22 @@ def _input_for(m: nn.Module, batch: int, shape_hint) -> torch.Tensor:
     return torch.randn(batch, m.in_channels, h, wd, generator=gen, device=w.device, dtype=w.dtype)
 
 
-def _dense_fn(m: nn.Module, w: torch.Tensor, bias):
-    """The dense product the layer computes (the mask applied), without its hooks."""
+def _dense_module(m: nn.Module, w: torch.Tensor, bias) -> nn.Module:
+    """A plain module computing the layer's dense product (the mask applied, no hooks).
+
+    Timed through ``module(x)`` like the :class:`SparseLinear` candidates, so
+    both sides pay the same module-call overhead.
+    """
+    kw = dict(bias=bias is not None, device=w.device, dtype=w.dtype)  # skip_init: no draw from the global RNG
     if isinstance(m, nn.Linear):
-        return partial(F.linear, weight=w, bias=bias)
-    return partial(F.conv2d, weight=w.reshape(m.weight.shape), bias=bias, stride=m.stride)
+        dense = torch.nn.utils.skip_init(nn.Linear, m.in_features, m.out_features, **kw)
+    else:
+        dense = torch.nn.utils.skip_init(nn.Conv2d, m.in_channels, m.out_channels, 1, stride=m.stride, **kw)
+    dense.requires_grad_(False)
+    dense.weight.copy_(w.reshape(dense.weight.shape))
+    if bias is not None:
+        dense.bias.copy_(bias)
+    return dense
 
 
 def _decide(name, m, min_speedup, batch_sizes, repeats, layouts, shape_hint):
@@ -194,11 +214,11 @@ def _decide(name, m, min_speedup, batch_sizes, repeats, layouts, shape_hint):
             candidates[layout] = SparseLinear(w, bias, layout, stride)
         except (RuntimeError, NotImplementedError) as exc:
             d.notes.append(f"{name}: {layout} skipped: {str(exc).splitlines()[0]}")
-    dense_fn = _dense_fn(m, w, bias)
     with torch.no_grad():
+        dense = _dense_module(m, w, bias)
         for b in batch_sizes:
             x = _input_for(m, b, shape_hint)
-            d.timings[b] = {"dense": _median_time(lambda: dense_fn(x), repeats)}
+            d.timings[b] = {"dense": _median_time(lambda: dense(x), repeats)}
             for layout, mod in list(candidates.items()):
                 try:
                     d.timings[b][layout] = _median_time(lambda: mod(x), repeats)
