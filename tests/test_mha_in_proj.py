@@ -280,3 +280,24 @@ def test_sparsity_counts_the_in_projection_and_fine_tune_holds_its_zeros_after_m
     for i, z in enumerate(zeros):
         w = model.layers[i].self_attn.in_proj_weight
         assert bool((w[z] == 0).all()) and bool((w[~z] != 0).all())
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_key_padding_mask_drops_the_padded_tokens_of_both_projections(batch_first, seed):
+    """Right-padded sequences with ``src_key_padding_mask``: the statistics of the in- and
+    out-projections equal those of every sequence run alone at its own length (no padding, no mask)."""
+    model = _encoder(seed, batch_first)
+    gen = torch_generator(seed)
+    lengths = [T, T - 2, 1, T - 3]
+    x = torch.randn(*((B, T, E) if batch_first else (T, B, E)), generator=gen)
+    pad = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]  # (B, T), True at padding
+    alone = [x[i : i + 1, :n] if batch_first else x[:n, i : i + 1] for i, n in enumerate(lengths)]
+    layers = IN_PROJ + [f"layers.{i}.self_attn.out_proj" for i in range(2)]
+    masked = capture(model, [{"src": x, "src_key_padding_mask": pad}], layers=layers, mode="gram")
+    reference = capture(model, alone, layers=layers, mode="gram")
+    for name in layers:
+        got, want = masked[name].groups[0], reference[name].groups[0]
+        assert got.n_samples == want.n_samples == sum(lengths), name
+        # float32 forwards of differently shaped batches: sums agree to float32 rounding (~1e-6 relative)
+        for a, b in ((got.xtx(), want.xtx()), (got.xty(), want.xty()), (got.yty_diag(), want.yty_diag())):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max(), err_msg=name)

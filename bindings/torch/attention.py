@@ -9,7 +9,10 @@ recovered in a hook on the attention module by running it once more with
 called directly, so no hook fires twice). The fused in-projection
 (``<attention>.in_proj``, :mod:`.in_projection`) reads the query of a
 self-attention call in the same hook: ``Y = X W^T + b`` with the module's
-``in_proj_weight``/``in_proj_bias`` as they are at that call.
+``in_proj_weight``/``in_proj_bias`` as they are at that call. Both hand
+their layer ``(P, E)`` token rows in (batch, token) order, without the tokens
+that a self-attention call's ``key_padding_mask`` marks as padding
+(:func:`token_rows`).
 
 :func:`layer_hook` registers a hook ``fn(layer, x, y)`` for any prunable
 layer, on the layer itself or on its attention host.
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .in_projection import InProjection, layer_name, self_attention_input
+from .in_projection import InProjection, attention_inputs, layer_name, self_attention_input
 
 
 def attention_host(modules: dict, name: str):
@@ -58,6 +61,36 @@ def projection_input(mha: nn.MultiheadAttention, args, kwargs) -> torch.Tensor:
                 t.copy_(value)
 
 
+def _padding(mha: nn.MultiheadAttention, args, kwargs):
+    """The call's ``key_padding_mask`` as a boolean "padded" tensor, or None.
+
+    A boolean mask is True at padded keys; a float mask (``nn.TransformerEncoder``
+    converts boolean ones) holds ``-inf`` there.
+    """
+    pad = kwargs.get("key_padding_mask", args[3] if len(args) > 3 else None)
+    if pad is None:
+        return None
+    return pad if pad.dtype == torch.bool else torch.isneginf(pad)
+
+
+def token_rows(mha: nn.MultiheadAttention, t: torch.Tensor, args, kwargs) -> torch.Tensor:
+    """Query-shaped ``t`` as ``(P, E)`` rows in (batch, token) order, whatever ``batch_first`` is.
+
+    For self-attention (key = query) the tokens that the call's
+    ``key_padding_mask`` marks as padding are dropped: as keys they are
+    ignored, so as queries they are padding too. Cross-attention keeps every
+    query token (the mask is over the other sequence).
+    """
+    if t.dim() == 3 and not mha.batch_first:
+        t = t.transpose(0, 1)
+    rows = t.reshape(-1, t.shape[-1])
+    query, key, _ = attention_inputs(args, kwargs)
+    pad = _padding(mha, args, kwargs)
+    if pad is None or key is not query or pad.numel() != rows.shape[0]:
+        return rows
+    return rows[~pad.reshape(-1).to(rows.device)]
+
+
 def layer_hook(modules: dict, name: str, fn):
     """A forward hook calling ``fn(layer, x, y)`` with the layer's input and output; returns its handle."""
     host = attention_host(modules, name)
@@ -68,13 +101,13 @@ def layer_hook(modules: dict, name: str, fn):
         view = layer or InProjection(host)
 
         def on_in_projection(m, args, kwargs, output):
-            x = self_attention_input(name, args, kwargs)
+            x = token_rows(m, self_attention_input(name, args, kwargs), args, kwargs)
             fn(view, x, F.linear(x, m.in_proj_weight, m.in_proj_bias))
 
         return host.register_forward_hook(on_in_projection, with_kwargs=True)
 
     def on_attention(m, args, kwargs, output):
-        z = projection_input(m, args, kwargs)
+        z = token_rows(m, projection_input(m, args, kwargs), args, kwargs)
         fn(layer, z, F.linear(z, layer.weight, layer.bias))
 
     return host.register_forward_hook(on_attention, with_kwargs=True)

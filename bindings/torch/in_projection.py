@@ -6,9 +6,8 @@ module computes ``[Q K V] = X W^T + 1 b^T`` with ``W = in_proj_weight``
 ``(3E, E)`` and ``b = in_proj_bias`` ``(3E,)``: one linear map ``E -> 3E``
 whose rows are the tokens. Rows are taken in (batch, token) order whatever
 ``batch_first`` is, so a batch's ``attention_mask`` drops padded tokens as it
-does for every other layer; the module's own ``key_padding_mask`` is not read
-(every query token is a row, padded ones included, when the batch carries
-no ``attention_mask``).
+does for every other layer, and so does the call's own ``key_padding_mask``
+(:func:`.attention.token_rows`).
 
 :class:`InProjection` is a stateless view of that map (nothing is added to
 the model): its ``weight``/``bias`` are the attention module's tensors, so
