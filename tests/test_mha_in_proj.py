@@ -301,3 +301,27 @@ def test_key_padding_mask_drops_the_padded_tokens_of_both_projections(batch_firs
         # float32 forwards of differently shaped batches: sums agree to float32 rounding (~1e-6 relative)
         for a, b in ((got.xtx(), want.xtx()), (got.xty(), want.xty()), (got.yty_diag(), want.yty_diag())):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max(), err_msg=name)
+
+
+def test_a_masked_out_projection_trains_under_its_mask_through_fine_tune(seed):
+    """The attention module reads ``out_proj.weight`` without calling ``out_proj``: fine_tune
+    recomputes ``weight_orig * weight_mask`` before every call, so the kept weights learn, the
+    pruned ones stay zero, and the weight read afterwards is the trained one."""
+    model = _encoder(seed).train()
+    data = _data(seed)
+    prune(model, data, method="magnitude", sparsity=0.5, layers="*.out_proj", progress=False)
+    projs = [a.self_attn.out_proj for a in model.layers]
+    before = [p.weight_orig.detach().clone() for p in projs]
+    fine_tune(model, [(x, torch.zeros_like(x)) for x in data], epochs=2, lr=1e-2,
+              loss_fn=lambda o, t: ((o - t) ** 2).mean())
+    for p, w0 in zip(projs, before):
+        keep = p.weight_mask.bool()
+        assert torch.equal(p.weight, p.weight_orig * p.weight_mask) and p.weight.grad_fn is None
+        assert bool((p.weight[~keep] == 0).all()) and int((~keep).sum()) == keep.numel() // 2
+        assert bool((p.weight_orig[keep] != w0[keep]).all())  # every kept weight got an Adam step
+    with torch.no_grad():
+        out = [model(x) for x in data]
+    make_permanent(model)
+    with torch.no_grad():
+        for x, o in zip(data, out):
+            torch.testing.assert_close(model(x), o, rtol=0, atol=0)

@@ -6,12 +6,16 @@ Under a ``torch.nn.utils.prune`` reparametrization the forward uses
 ``weight_orig * weight_mask``, so pruned entries never move. Layers pruned
 without it (e.g. after :func:`~layertrim.bindings.torch.make_permanent`) keep
 their zero pattern because the zeros present at the start are written back
-after every optimizer step (hard thresholding + retraining).
+after every optimizer step (hard thresholding + retraining). The masked
+out-projection of an ``nn.MultiheadAttention`` (read by the attention module,
+never called) gets ``weight_orig * weight_mask`` recomputed before every
+attention call while training.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 from layertrim.solvers.base.errors import EmptyDataError, ParameterError
 from layertrim.solvers.base.validation import check_scalar
@@ -27,6 +31,25 @@ def _zero_masks(model: nn.Module):
         if isinstance(w, nn.Parameter) and bool((w == 0).any()):
             out.append((w, (w != 0).detach().clone()))
     return out
+
+
+def _unreached_masks(model: nn.Module) -> list:
+    """``(attention, out_proj, pruning hooks)`` of every ``nn.MultiheadAttention`` whose ``out_proj``
+    is under a ``torch.nn.utils.prune`` reparametrization: the attention module reads
+    ``out_proj.weight`` without calling ``out_proj``, so the mask's own pre-hook never runs."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, nn.MultiheadAttention):
+            hooks = [h for h in m.out_proj._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]
+            if hooks:
+                out.append((m, m.out_proj, hooks))
+    return out
+
+
+def _apply_masks(proj: nn.Module, hooks) -> None:
+    """``proj.weight = weight_orig * weight_mask`` (what the pruning hooks do at a call of ``proj``)."""
+    for h in hooks:
+        h(proj, ())
 
 
 def fine_tune(
@@ -68,6 +91,9 @@ def fine_tune(
         raise ParameterError("fine_tune: the model has no trainable parameters")
     opt = _optimizer(optimizer, params, lr)
     held = _zero_masks(model)
+    unreached = _unreached_masks(model)
+    handles = [attn.register_forward_pre_hook(lambda mod, args, p=proj, h=hooks: _apply_masks(p, h))
+               for attn, proj, hooks in unreached]
     device = params[0].device
     modes = [(m, m.training) for m in model.modules()]
     try:
@@ -78,6 +104,12 @@ def fine_tune(
         for m, training in modes:
             m.training = training
         raise
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():  # the weights the attention modules read: current, outside any graph
+            for _, proj, hooks in unreached:
+                _apply_masks(proj, hooks)
     model.eval()
     return model
 
