@@ -1,4 +1,6 @@
 """Sparse inference: converted layers compute what the dense pruned layers compute."""
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -44,6 +46,11 @@ def test_converted_mlp_equals_dense_pruned(seed):
         torch.testing.assert_close(model(x), ref, rtol=RTOL, atol=ATOL)
         torch.testing.assert_close(model(x[:1]), ref[:1], rtol=RTOL, atol=ATOL)  # the matrix-vector path
     assert "csr" in str(report)
+    twin = copy.deepcopy(model)  # a CSR weight's storage cannot be deep-copied by torch itself
+    assert twin[0].weight.layout == torch.sparse_csr and twin[0].weight is not model[0].weight
+    assert twin[0].timings == model[0].timings and twin[0].decision == "csr"
+    with torch.no_grad():
+        assert torch.equal(twin(x), model(x))
 
 
 def test_bsr_and_strided_1x1_conv(seed):

@@ -17,6 +17,7 @@ pattern; elsewhere the report says why it was skipped.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 import warnings
@@ -97,6 +98,16 @@ class SparseLinear(nn.Module):
         self._semi = _sparsify(weight, layout) if layout == "2:4" else None
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.decision, self.timings = layout, {}
+
+    def __deepcopy__(self, memo):
+        """A copy built from the dense weight (torch cannot deep-copy the storage of a CSR/BSR tensor)."""
+        dense = self.weight.to_dense() if self.weight.layout != torch.strided else self.weight
+        bias = None if self.bias is None else self.bias.detach().clone()
+        new = SparseLinear(dense.detach().clone(), bias, self.layout, self.conv_stride)
+        new.decision, new.timings = self.decision, copy.deepcopy(self.timings, memo)
+        new.train(self.training)
+        memo[id(self)] = new
+        return new
 
     def _one_sample(self, x: torch.Tensor) -> torch.Tensor:
         """``W x + b`` for one sample by the CSR matrix-vector kernel, with few Python steps (at
