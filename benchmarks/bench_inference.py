@@ -38,7 +38,8 @@ from _vision_models import MobileNetV2, ResNet18  # noqa: E402
 
 from layertrim.bindings.torch import make_permanent, save_sparse  # noqa: E402
 from layertrim.bindings.torch.examples.mnist import load_mnist, trained_mlp  # noqa: E402
-from layertrim.bindings.torch.sparse_inference import SparseLinear, to_sparse  # noqa: E402
+from layertrim.bindings.torch.sparse_inference import to_sparse  # noqa: E402
+from layertrim.bindings.torch.sparse_linear import SparseLinear  # noqa: E402
 from layertrim.bindings.torch.structured import prune_structured  # noqa: E402
 
 

@@ -8,7 +8,8 @@ from torch import nn  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
 from layertrim.bindings.torch import sparse_inference as si  # noqa: E402
-from layertrim.bindings.torch.sparse_inference import SparseLinear, to_sparse  # noqa: E402
+from layertrim.bindings.torch.sparse_inference import to_sparse  # noqa: E402
+from layertrim.bindings.torch.sparse_linear import SparseLinear  # noqa: E402
 from layertrim.solvers import LayerTrimError, ParameterError  # noqa: E402
 from seeding import torch_generator, torch_seed  # noqa: E402
 

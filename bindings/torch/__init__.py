@@ -38,5 +38,6 @@ from .structure import (
     three_d_prune,
 )
 from .training import accuracy, train
-from .sparse_inference import SparseLinear, to_sparse
+from .sparse_inference import to_sparse
+from .sparse_linear import SparseLinear
 from .structured import prune_structured
