@@ -48,6 +48,7 @@ class SparseLinear(nn.Module):
         self._semi = _sparsify(weight, layout) if layout == "2:4" else None
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.decision, self.timings = layout, {}
+        self._vector = layout == "csr" and self.conv_stride is None  # one sample: the addmv path
 
     def __deepcopy__(self, memo):
         """A copy built from the dense weight (torch cannot deep-copy the storage of a CSR/BSR tensor)."""
@@ -62,10 +63,11 @@ class SparseLinear(nn.Module):
     def _one_sample(self, x: torch.Tensor) -> torch.Tensor:
         """``W x + b`` for one sample by the CSR matrix-vector kernel, with few Python steps (at
         batch 1 the per-call overhead is of the order of the product itself)."""
-        weight, bias = self._buffers["weight"], self._buffers["bias"]
-        v = x.view(-1) if x.is_contiguous() else x.reshape(-1)
-        y = torch.mv(weight, v) if bias is None else torch.addmv(bias, weight, v)
-        return y.view(*x.shape[:-1], self.out_features)
+        buffers = self._buffers
+        bias = buffers["bias"]
+        y = torch.mv(buffers["weight"], x.reshape(-1)) if bias is None else \
+            torch.addmv(bias, buffers["weight"], x.reshape(-1))
+        return y.view(x.shape[:-1] + (self.out_features,))
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """``W @ x2`` for ``x2 (in, n)``."""
@@ -76,9 +78,9 @@ class SparseLinear(nn.Module):
         return torch.mm(self.weight, x2.contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._vector and x.numel() == self.in_features:
+            return self._one_sample(x)
         if self.conv_stride is None:
-            if self.layout == "csr" and x.numel() == self.in_features:  # one sample: one addmv call
-                return self._one_sample(x)
             lead = x.shape[:-1]
             y = self._matmul(x.reshape(-1, self.in_features).T).T
             if self.bias is not None:
