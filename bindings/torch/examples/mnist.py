@@ -63,7 +63,7 @@ def trained_and_cached(build, path, data, *, seed: int, epochs: int, cache: bool
     X, y = data()[:2]
     train(model, X, y, epochs=epochs, seed=seed)
     if cache:
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: parallel test workers
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
     return model.eval()

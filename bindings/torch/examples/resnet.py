@@ -61,7 +61,7 @@ def trained_resnet(
         X, y = X[:n_train], y[:n_train]
     train(model, X, y, epochs=epochs, lr=lr, seed=seed, cosine=cosine, shift=shift)
     if cache:
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: parallel test workers
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
     return model.eval()
