@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/layertrim demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --nbmake notebooks tests
+	$(BIN)/python -m pytest -q -n 2 --nbmake tests notebooks
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests
