@@ -8,6 +8,7 @@ only load it.
 from __future__ import annotations
 
 import importlib
+from functools import partial
 
 import numpy as np
 
@@ -27,11 +28,25 @@ def register(fn):
     return fn
 
 
-def warmup(dtypes=(np.float32, np.float64)) -> int:
-    """Compile (or load from cache) every registered kernel; returns how many ran."""
+def warmup_jobs(dtypes=(np.float32, np.float64)) -> list:
+    """One job per kernel module: ``(name, job)`` with ``job()`` running its kernels for every dtype.
+
+    Processes that share a Numba cache can split these jobs between them
+    (each one compiles what the other loads), as the test suite's workers do.
+    """
     for name in KERNEL_MODULES:
         importlib.import_module(f"layertrim.solvers.{name}")
-    for fn in _WARMUPS:
-        for dtype in dtypes:
-            fn(np.dtype(dtype))
-    return len(_WARMUPS)
+    return [(fn.__module__, partial(_run, fn, tuple(np.dtype(d) for d in dtypes))) for fn in _WARMUPS]
+
+
+def _run(fn, dtypes) -> None:
+    for dtype in dtypes:
+        fn(dtype)
+
+
+def warmup(dtypes=(np.float32, np.float64)) -> int:
+    """Compile (or load from cache) every registered kernel; returns how many ran."""
+    jobs = warmup_jobs(dtypes)
+    for _, job in jobs:
+        job()
+    return len(jobs)
