@@ -107,3 +107,52 @@ def test_bad_arguments_are_named(seed, kwargs, name):
 def test_not_a_module():
     with pytest.raises(LayerTrimError, match="model"):
         to_sparse("model.pt")
+
+
+# The one-sample kernel sums float products in float64 partial sums; torch sums in
+# the weight's dtype. Against a float64 reference the float32 error is the rounding
+# of each product and of the result, ~6e-8 relative to sum |W_ij x_j| ~ O(1) here:
+# rtol/atol 1e-6 leave an order of magnitude. float64: ~1e-16, hence 1e-12.
+KERNEL_TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_one_sample_kernel_equals_the_float64_product(seed, dtype, with_bias):
+    g = torch_generator(seed)
+    weight = torch.randn(23, 37, generator=g, dtype=torch.float64)
+    counts = torch.arange(23) % 9  # rows with 0..8 nonzeros: every remainder of the 4-way unrolling
+    order = torch.rand(23, 37, generator=g).argsort(1)
+    weight[order >= counts[:, None]] = 0
+    bias = torch.randn(23, generator=g, dtype=torch.float64) if with_bias else None
+    layer = SparseLinear(weight.to(dtype), None if bias is None else bias.to(dtype), "csr")
+    x = torch.randn(37, generator=g, dtype=torch.float64)
+    ref = weight @ x + (0 if bias is None else bias)
+    tol = KERNEL_TOL[dtype]
+    for shape in [(37,), (1, 37), (1, 1, 37)]:
+        with torch.no_grad():
+            y = layer(x.to(dtype).reshape(shape))
+        assert y.shape == shape[:-1] + (23,) and y.dtype == dtype
+        torch.testing.assert_close(y.reshape(-1).double(), ref, rtol=tol, atol=tol)
+    assert layer._arrays is not None  # the compiled kernel ran
+
+
+def test_one_sample_kernel_follows_new_weights_and_leaves_gradients_to_torch(seed):
+    model = _mlp(seed)
+    to_sparse(model, min_speedup=0.0, repeats=1, layouts=("csr",))
+    layer = model[0]
+    x = torch.randn(1, 40, generator=torch_generator(seed + 2))
+    with torch.no_grad():
+        layer(x)  # the arrays of the first weight are cached here
+    state = {"weight": layer.weight * 2, "bias": layer.bias + 1}  # torch copies CSR values in place
+    layer.load_state_dict(state)  # new values: the cached arrays must not be reused
+    expected = x @ state["weight"].to_dense().T + state["bias"]
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, rtol=RTOL, atol=ATOL)
+    layer.double()  # a replaced buffer: arrays rebuilt for float64
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x.double()), expected.double(), rtol=RTOL, atol=ATOL)
+    xg = x.double().requires_grad_()  # autograd: torch's CSR product, which has a gradient
+    layer(xg).sum().backward()
+    dense = layer.weight.to_dense()
+    torch.testing.assert_close(xg.grad, dense.sum(0, keepdim=True), rtol=1e-12, atol=1e-12)

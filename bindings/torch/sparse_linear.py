@@ -3,16 +3,20 @@
 ``y = x W^T + b`` for a Linear layer, or a strided 1x1 convolution, with ``W``
 held as a ``torch.sparse`` CSR/BSR tensor (BSR with the largest square block
 of :data:`BLOCKS` that divides the shape) or, on CUDA, as a 2:4
-semi-structured tensor. :func:`.sparse_inference.to_sparse` decides where it
-is used.
+semi-structured tensor. One sample through a CSR weight on the CPU goes
+through the compiled kernel of :mod:`.csr_kernel`.
+:func:`.sparse_inference.to_sparse` decides where the module is used.
 """
 from __future__ import annotations
 
 import copy
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
+
+from .csr_kernel import csr_matvec, kernel_arrays
 
 BLOCKS = (32, 16, 8, 4)
 
@@ -48,7 +52,8 @@ class SparseLinear(nn.Module):
         self._semi = _sparsify(weight, layout) if layout == "2:4" else None
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.decision, self.timings = layout, {}
-        self._vector = layout == "csr" and self.conv_stride is None  # one sample: the addmv path
+        self._vector = layout == "csr" and self.conv_stride is None  # one sample: the matrix-vector path
+        self._arrays = self._arrays_of = self._bias_of = None
 
     def __deepcopy__(self, memo):
         """A copy built from the dense weight (torch cannot deep-copy the storage of a CSR/BSR tensor)."""
@@ -60,14 +65,34 @@ class SparseLinear(nn.Module):
         memo[id(self)] = new
         return new
 
+    def _kernel_arrays(self):
+        """The numpy arrays :func:`.csr_kernel.csr_matvec` reads, rebuilt when a buffer is
+        replaced (``.to()``, ``load_state_dict``); ``None`` where the kernel does not run."""
+        weight, bias = self._buffers["weight"], self._buffers["bias"]
+        if self._arrays_of is not weight or self._bias_of is not bias:
+            self._arrays, self._arrays_of, self._bias_of = kernel_arrays(weight, bias), weight, bias
+        return self._arrays
+
     def _one_sample(self, x: torch.Tensor) -> torch.Tensor:
-        """``W x + b`` for one sample by the CSR matrix-vector kernel, with few Python steps (at
-        batch 1 the per-call overhead is of the order of the product itself)."""
-        buffers = self._buffers
-        bias = buffers["bias"]
-        y = torch.mv(buffers["weight"], x.reshape(-1)) if bias is None else \
-            torch.addmv(bias, buffers["weight"], x.reshape(-1))
+        """``W x + b`` for one sample with few Python steps (at batch 1 the per-call overhead is of
+        the order of the product itself): the compiled CSR kernel on CPU tensors that need no
+        gradient, torch's CSR matrix-vector product otherwise."""
+        arrays = self._kernel_arrays() if x.is_cpu and not x.requires_grad else None
+        if arrays is not None and x.dtype == arrays.dtype:
+            out = np.empty(x.shape[:-1] + (self.out_features,), arrays.data.dtype)
+            csr_matvec(arrays.indptr, arrays.indices, arrays.data, x.numpy().reshape(-1), arrays.bias,
+                       out.reshape(-1))
+            return torch.from_numpy(out)
+        weight, bias = self._buffers["weight"], self._buffers["bias"]
+        y = torch.mv(weight, x.reshape(-1)) if bias is None else torch.addmv(bias, weight, x.reshape(-1))
         return y.view(x.shape[:-1] + (self.out_features,))
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._arrays = self._arrays_of = self._bias_of = None  # values may sit in new storage
+
+    def __getstate__(self):
+        return {**self.__dict__, "_arrays": None, "_arrays_of": None, "_bias_of": None}
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """``W @ x2`` for ``x2 (in, n)``."""
