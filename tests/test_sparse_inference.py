@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
+from layertrim.bindings.torch import sparse_confirm  # noqa: E402
 from layertrim.bindings.torch import sparse_inference as si  # noqa: E402
 from layertrim.bindings.torch.sparse_inference import to_sparse  # noqa: E402
 from layertrim.bindings.torch.sparse_linear import SparseLinear  # noqa: E402
@@ -156,3 +157,58 @@ def test_one_sample_kernel_follows_new_weights_and_leaves_gradients_to_torch(see
     layer(xg).sum().backward()
     dense = layer.weight.to_dense()
     torch.testing.assert_close(xg.grad, dense.sum(0, keepdim=True), rtol=1e-12, atol=1e-12)
+
+
+def _layer_time(fn, repeats):
+    """Fake micro-benchmark: every layer's dense call 2 s, every sparse candidate 1 s (alone)."""
+    return 2.0 if "dense" in fn.__code__.co_freevars else 1.0
+
+
+def test_whole_model_check_drops_a_layer_that_slows_the_model(seed, monkeypatch):
+    model = _mlp(seed)
+    x = torch.randn(1, 40, generator=torch_generator(seed + 2))
+    monkeypatch.setattr(si, "_median_time", _layer_time)
+
+    def model_time(model_, variants, x_, repeats):
+        # in the model: the sparse first layer saves 10%, the sparse second layer costs 50%
+        return [1.0 - 0.1 * isinstance(v["0"], SparseLinear) + 0.5 * isinstance(v["2"], SparseLinear)
+                for v in variants]
+    monkeypatch.setattr(sparse_confirm, "_compare", model_time)
+    report = to_sparse(model, repeats=1, layouts=("csr",), batch_sizes=(1,), example=x)
+    assert [d.decision for d in report.layers] == ["csr", "dense"]
+    assert isinstance(model[0], SparseLinear) and isinstance(model[2], nn.Linear)
+    assert any("2: csr dropped" in n for n in report.notes)
+
+
+def test_whole_model_check_failure_leaves_model_unchanged(seed, monkeypatch):
+    model = _mlp(seed)
+    before, modules = _state(model), list(model)
+    monkeypatch.setattr(si, "_median_time", _layer_time)
+    calls = []
+
+    def flaky(model_, variants, x_, repeats):
+        calls.append(1)
+        sparse_confirm._install(model_, variants[0])  # swapped in, as the real timing does
+        raise RuntimeError("boom")
+    monkeypatch.setattr(sparse_confirm, "_compare", flaky)
+    with pytest.raises(RuntimeError, match="boom"):
+        to_sparse(model, repeats=1, layouts=("csr",), example=torch.zeros(1, 40))
+    assert calls and list(model) == modules
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_whole_model_check_runs_the_model_at_each_batch_size(seed, monkeypatch):
+    model = _mlp(seed)
+    x = torch.randn(5, 40, generator=torch_generator(seed + 2))
+    with torch.no_grad():
+        ref = model(x)
+    monkeypatch.setattr(si, "_median_time", _layer_time)
+    seen = []
+    real = sparse_confirm._compare
+    monkeypatch.setattr(sparse_confirm, "_compare",
+                        lambda m, variants, xb, r: seen.append(tuple(xb.shape)) or real(m, variants, xb, r))
+    report = to_sparse(model, repeats=2, layouts=("csr",), batch_sizes=(1, 3), example=x, min_speedup=1e-9)
+    assert [d.decision for d in report.layers] == ["csr", "csr"]  # any measured ratio exceeds 1e-9
+    assert sorted(set(seen)) == [(1, 40), (3, 40)]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=RTOL, atol=ATOL)

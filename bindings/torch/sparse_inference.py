@@ -5,7 +5,8 @@
 the dense product against each sparse layout at the layer's own shape,
 sparsity and device (a micro-benchmark per layer and batch size, median of
 ``repeats``), and replaces the layer by a :class:`SparseLinear` only when the
-sparse product is faster at every requested batch size. The decision and the
+sparse product is faster at every requested batch size (and, given an
+``example`` input, when the whole model is faster with it). The decision and the
 timings stay on the module (``.decision``, ``.timings``) and in the returned
 :class:`SparseInferenceReport`.
 
@@ -28,6 +29,7 @@ from torch.nn.utils import prune as torch_prune
 from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.validation import check_scalar
 
+from .sparse_confirm import confirm
 from .sparse_linear import BLOCKS, SparseLinear
 from .sparse_report import LayerDecision, SparseInferenceReport
 
@@ -206,7 +208,10 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
         Timings per batch size and layout; the median is kept.
     layouts : subset of ``("csr", "bsr", "2:4")``
     example : tensor, optional
-        One model input, to benchmark 1x1 convolutions at their real spatial size (else 8x8).
+        One model input, to benchmark 1x1 convolutions at their real spatial size (else 8x8)
+        and to confirm the choices on the whole model: a layer chosen by its own
+        benchmark stays dense unless the model with it runs ``min_speedup`` times as
+        fast as without it, at every batch size (:mod:`.sparse_confirm`).
 
     Returns
     -------
@@ -215,8 +220,9 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
 
     Notes
     -----
-    Every layer is measured before anything changes, so a failure leaves the
-    model as it was. The sparse product sums in another order than the dense
+    Every layer is measured before anything changes (the whole-model check
+    swaps modules and puts the originals back whatever happens), so a failure
+    leaves the model as it was. The sparse product sums in another order than the dense
     one: outputs agree to float rounding, not bit for bit.
     """
     min_speedup, batch_sizes, repeats, layouts = _check_args(model, min_speedup, batch_sizes, repeats, layouts)
@@ -232,6 +238,9 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
         if new is not None:
             swaps.append((name, new.to(m.weight.device)))
     modules = dict(model.named_modules())
+    if example is not None and swaps and min_speedup > 0:
+        swaps = confirm(model, swaps, {n: modules[n] for n, _ in swaps}, decisions, example, batch_sizes,
+                        repeats, min_speedup)
     for name, new in swaps:  # nothing below can fail: plain attribute assignments
         parent, _, child = name.rpartition(".")
         setattr(modules[parent] if parent else model, child, new)

@@ -1,0 +1,82 @@
+"""Confirm :func:`.sparse_inference.to_sparse`'s choices on the whole model.
+
+A layer's micro-benchmark calls it alone in a tight loop, where its Python
+steps and kernels stay warm; inside a model every call costs more, so a small
+layer measured slightly faster alone can make the model slower (the MNIST
+MLP's 100x300 layer at batch 1). :func:`confirm` times the model itself with
+and without each converted layer (backward elimination, weakest layer first)
+and keeps a layer only when
+
+``time(model without it) / time(model with it) >= min_speedup``
+
+at every batch size. The two variants of each comparison are timed in turn
+within every repeat, so a slow phase of the machine slows both alike.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def _batch(example: torch.Tensor, size: int) -> torch.Tensor:
+    """``size`` copies of the first sample of ``example`` (the timing input for one batch size)."""
+    return example[:1].repeat(size, *[1] * (example.dim() - 1))
+
+
+def _install(model: nn.Module, modules: dict) -> None:
+    parents = dict(model.named_modules())
+    for name, module in modules.items():
+        parent, _, child = name.rpartition(".")
+        setattr(parents[parent] if parent else model, child, module)
+
+
+def _compare(model, variants, x, repeats) -> list:
+    """Median seconds per forward of ``model`` under each variant (``{name: module}``), timed in turn."""
+    times = [[] for _ in variants]
+    with torch.no_grad():
+        _install(model, variants[0])
+        t0 = time.perf_counter()
+        model(x)
+        calls = max(1, min(100, int(1e-3 / max(time.perf_counter() - t0, 1e-7))))
+        for _ in range(repeats):
+            for spent, variant in zip(times, variants):
+                _install(model, variant)
+                model(x)  # warm-up after the swap
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    model(x)
+                spent.append((time.perf_counter() - t0) / calls)
+    return [statistics.median(t) for t in times]
+
+
+def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_speedup) -> list:
+    """The ``swaps`` (``(name, SparseLinear)``) that pay on the whole model; the others are
+    marked ``"dense"`` in ``decisions`` with a note. ``dense`` maps each name to the module
+    it replaces; the model is left with its original modules whatever happens."""
+    by_name, sparse = {d.name: d for d in decisions}, dict(swaps)
+    order = sorted(sparse, key=lambda n: min(by_name[n].speedup(b) for b in batch_sizes))  # weakest first
+    kept = set(sparse)
+
+    def variant(names):
+        return {n: sparse[n] if n in names else dense[n] for n in sparse}
+
+    try:
+        for name in order:
+            ratios = {}
+            for b in batch_sizes:
+                t_with, t_without = _compare(model, [variant(kept), variant(kept - {name})],
+                                             _batch(example, b), repeats)
+                ratios[b] = t_without / t_with
+            if min(ratios.values()) < min_speedup:
+                kept.discard(name)
+                d = by_name[name]
+                d.notes.append(f"{name}: {d.decision} dropped: the whole model ran "
+                               + ", ".join(f"x{r:.2f} at batch {b}" for b, r in ratios.items())
+                               + f" with it (< min_speedup {min_speedup:g})")
+                d.decision = "dense"
+    finally:
+        _install(model, dense)
+    return [(n, m) for n, m in swaps if n in kept]
