@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The CPU build of torch: a plain `torch` requirement could pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
+# The torchvision release built for that torch (its wheel pins torch==2.13.0).
+VISION_PIN ?= torchvision==0.28.0
 export OMP_NUM_THREADS ?= 2
 
 .PHONY: demo test test-fast bench bench-lm-peers notebooks clean
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/pip install --quiet -e ".[all]" "$(TORCH_PIN)"
+	$(BIN)/pip install --quiet -e ".[all]" "$(TORCH_PIN)" "$(VISION_PIN)"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -45,6 +45,9 @@ def _lm(kind: str, depth: int):
 
 
 def _vit():
+    from layertrim.bindings.torch.examples.vision import import_torchvision
+
+    import_torchvision()  # transformers' ViT imports torchvision when it is installed
     import transformers
 
     config = transformers.ViTConfig(image_size=32, patch_size=4, hidden_size=192, num_hidden_layers=12,

@@ -17,12 +17,18 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import fcntl  # noqa: E402
+import importlib.util  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+if importlib.util.find_spec("torchvision") is not None:  # before transformers or timm import it
+    from layertrim.bindings.torch.examples.vision import import_torchvision
+
+    import_torchvision()
 
 #: relative tolerances on objectives against float64 references, by dtype.
 #: float64 solvers stop on a relative gap of 1e-9 or tighter, so 1e-6 leaves
