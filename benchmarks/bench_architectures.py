@@ -1,7 +1,10 @@
 """Prune real architectures (random init): time, peak memory and output error.
 
 For ResNet-18 and MobileNetV2 (torchvision's layer structure, 32x32 inputs),
-a ViT (transformers, 12 blocks, width 192, 32x32 images in 4x4 patches) and
+a ViT (transformers, 12 blocks, width 192, 32x32 images in 4x4 patches), the
+same from torchvision and timm themselves (``tv_resnet18``,
+``tv_mobilenet_v2``, ``timm_vit_tiny``: ViT-Tiny in 4x4 patches; not in the
+default list) and
 GPT-2 / Llama configurations with 4, 8 and 16 blocks (width 128, 64 tokens),
 on 128 calibration samples: ``prune(method, sparsity=0.5)`` in the cascade
 scheme with the block engine (``blocks=True``, the default) and, for the same
@@ -27,12 +30,14 @@ from pathlib import Path
 
 import torch
 
+from layertrim.bindings.torch.hf_imports import import_transformers
+
 ROOT = Path(__file__).resolve().parent
 SAMPLES, SEQ, VOCAB = 128, 64, 256
 
 
 def _lm(kind: str, depth: int):
-    import transformers
+    transformers = import_transformers()
 
     if kind == "gpt2":
         config = transformers.GPT2Config(n_layer=depth, n_embd=128, n_head=4, vocab_size=VOCAB, n_positions=SEQ,
@@ -45,26 +50,40 @@ def _lm(kind: str, depth: int):
 
 
 def _vit():
-    from layertrim.bindings.torch.examples.vision import import_torchvision
-
-    import_torchvision()  # transformers' ViT imports torchvision when it is installed
-    import transformers
+    transformers = import_transformers()
 
     config = transformers.ViTConfig(image_size=32, patch_size=4, hidden_size=192, num_hidden_layers=12,
                                     num_attention_heads=3, intermediate_size=768, num_labels=10)
     return transformers.ViTForImageClassification(config)
 
 
-def build(name: str):
-    """``(model, calibration batches, held-out batch, output function)`` for a model name."""
+#: the same networks from torchvision and timm themselves (``pip install "layertrim[vision]"``)
+LIBRARY_VISION = {
+    "tv_resnet18": lambda v: v.torchvision_model("resnet18", num_classes=10),
+    "tv_mobilenet_v2": lambda v: v.torchvision_model("mobilenet_v2", num_classes=10),
+    "timm_vit_tiny": lambda v: v.timm_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10),
+}
+
+
+def _vision(name: str):
+    """The vision model ``name``: a stand-in, transformers' ViT, or torchvision's / timm's own."""
+    if name in LIBRARY_VISION:
+        from layertrim.bindings.torch.examples import vision
+
+        return LIBRARY_VISION[name](vision)
     sys.path.insert(0, str(ROOT))
     from _vision_models import MobileNetV2, ResNet18
 
+    return {"resnet18": ResNet18, "mobilenet_v2": MobileNetV2, "vit": _vit}[name]()
+
+
+def build(name: str):
+    """``(model, calibration batches, held-out batch)`` for a model name."""
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        if name in ("resnet18", "mobilenet_v2", "vit"):
-            model = {"resnet18": ResNet18, "mobilenet_v2": MobileNetV2, "vit": _vit}[name]()
+        if name in ("resnet18", "mobilenet_v2", "vit", *LIBRARY_VISION):
+            model = _vision(name)
             images = [torch.randn(16, 3, 32, 32, generator=gen) for _ in range(SAMPLES // 16 + 1)]
             batches = images if name != "vit" else [{"pixel_values": x} for x in images]
         else:

@@ -30,6 +30,7 @@ import torch
 
 from layertrim.bindings.torch import limit_threads, make_permanent, prune
 from layertrim.bindings.torch.examples import language_model as lm
+from layertrim.bindings.torch.hf_imports import import_transformers
 
 PEERS = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
 #: row label -> (method, solver options)
@@ -91,7 +92,7 @@ def _llmcompressor(model, calib, method, pattern, sparsity):
 
 def _byte_tokenizer():
     """A transformers tokenizer whose ids are byte values (the model is byte level); oneshot requires one."""
-    import transformers
+    transformers = import_transformers()
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 

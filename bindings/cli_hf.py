@@ -28,8 +28,9 @@ def is_model_folder(path) -> bool:
 
 
 def load_causal_lm(path):
-    import transformers
+    from .torch.hf_imports import import_transformers
 
+    transformers = import_transformers()
     try:
         return transformers.AutoModelForCausalLM.from_pretrained(path).eval()
     except (OSError, ValueError, KeyError) as exc:
@@ -47,8 +48,9 @@ def _token_stream(model_dir, path: Path, vocab: int) -> np.ndarray:
         return ids.reshape(-1)
     text = path.read_bytes()
     if (Path(model_dir) / "tokenizer_config.json").is_file():
-        import transformers
+        from .torch.hf_imports import import_transformers
 
+        transformers = import_transformers()
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
         return np.asarray(tokenizer(text.decode("utf-8", errors="replace"))["input_ids"])
     if vocab < 256:

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 if importlib.util.find_spec("torchvision") is not None:  # before transformers or timm import it
-    from layertrim.bindings.torch.examples.vision import import_torchvision
+    from layertrim.bindings.torch.hf_imports import import_torchvision
 
     import_torchvision()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..hf_imports import import_transformers
 from .mnist import cache_dir
 
 VOCAB = 256
@@ -50,7 +51,7 @@ def calibration_batches(num_samples: int = 128, seq_len: int = 64, batch_size: i
 
 
 def llama_config(blocks: int = 4, hidden: int = 128, seq_len: int = 64):
-    import transformers
+    transformers = import_transformers()
 
     return transformers.LlamaConfig(
         vocab_size=VOCAB, hidden_size=hidden, intermediate_size=int(8 * hidden / 3 + 7) // 8 * 8,
@@ -61,7 +62,7 @@ def llama_config(blocks: int = 4, hidden: int = 128, seq_len: int = 64):
 
 def train_llama(config, *, steps: int, seed: int = 0, batch_size: int = 16, lr: float = 3e-3):
     """Train a fresh Llama on the training split (AdamW, cosine schedule); seeded, global RNGs untouched."""
-    import transformers
+    transformers = import_transformers()
 
     data = stdlib_bytes("train")
     seq = config.max_position_embeddings
@@ -85,7 +86,7 @@ def train_llama(config, *, steps: int, seed: int = 0, batch_size: int = 16, lr: 
 def trained_llama(seed: int = 0, *, blocks: int = 4, hidden: int = 128, seq_len: int = 64, steps: int = 2000,
                   batch_size: int = 16, cache: bool = True):
     """The benchmark language model, trained once per setting and cached as a Hugging Face folder."""
-    import transformers
+    transformers = import_transformers()
 
     path = cache_dir() / f"llama_stdlib_b{blocks}_h{hidden}_s{seq_len}_st{steps}x{batch_size}_seed{seed}"
     if cache and (path / "config.json").exists():
