@@ -1,4 +1,4 @@
-"""Shared fixtures: thread limits, Numba warm-up, dtype tolerances, the reference network,
+"""Shared fixtures: thread limits, dtype tolerances, the reference network,
 seeds and the global-RNG guard.
 
 Seeds. Every random draw of test data comes from a generator seeded by the
@@ -16,11 +16,9 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-import fcntl  # noqa: E402
 import importlib.util  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -46,44 +44,6 @@ def pytest_addoption(parser):
 
 def pytest_report_header(config):
     return f"seed shift: {config.getoption('--seed-shift')}"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _warm_kernels():
-    """Compile (or load cached) Numba kernels once per session, the work split between xdist workers.
-
-    A cold cache costs about 90 s of compilation. Each kernel module is one
-    job guarded by a lock file: worker ``gwK`` walks the jobs forwards (even
-    ``K``) or backwards (odd ``K``), compiles those no other worker holds and
-    comes back for the held ones, which it then loads from the shared cache.
-    Two workers compile disjoint halves instead of everything twice.
-    """
-    from layertrim.solvers.base.warmup import warmup_jobs
-
-    jobs = warmup_jobs()
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run_id is None:  # one process: nothing to share
-        for _, job in jobs:
-            job()
-        return
-    if int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]) % 2:
-        jobs = jobs[::-1]
-    folder = os.path.join(tempfile.gettempdir(), f"layertrim-warmup-{run_id}")
-    os.makedirs(folder, exist_ok=True)
-    held = []
-    for name, job in jobs:
-        lock = open(os.path.join(folder, name), "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another worker compiles it: come back when it is done
-            held.append((lock, job))
-            continue
-        with lock:
-            job()
-    for lock, job in held:
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            job()
 
 
 @pytest.fixture(scope="session")

@@ -330,10 +330,13 @@ def test_demo_quick_end_to_end(tmp_path):
     pytest.importorskip("mlxtend")
     from layertrim.bindings.torch.examples import demo
 
-    proc = cli("demo", "--quick", "--no-progress", "--out", tmp_path / "out", timeout=600)
+    # two of the quick run's methods: the CLI, table, plot and results file end to end (the
+    # methods themselves are tested on this network elsewhere)
+    methods = list(demo.QUICK_METHODS[:2])
+    proc = cli("demo", "--quick", "--no-progress", "--methods", *methods, "--out", tmp_path / "out", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [row["method"] for row in results["rows"]] == list(demo.QUICK_METHODS)
+    assert [row["method"] for row in results["rows"]] == methods
     lines = proc.stdout.splitlines()
     for row in results["rows"]:
         assert row["target"] == 0.9 and row["sparsity"] >= 0.9 - 1e-3
