@@ -1,9 +1,7 @@
 """The Numba warm-up, shared by the tests and the notebooks (``make test`` runs both).
 
 It sits at the repository root and runs in the set-up of a process's first
-item, whichever folder it comes from (a notebook item takes no fixtures), so
-that the notebooks' kernels load the compiled kernels from the cache instead
-of compiling them again.
+item, whichever folder it comes from (a notebook item takes no fixtures).
 """
 import fcntl
 import os
