@@ -212,3 +212,17 @@ def test_whole_model_check_runs_the_model_at_each_batch_size(seed, monkeypatch):
     assert sorted(set(seen)) == [(1, 40), (3, 40)]
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref, rtol=RTOL, atol=ATOL)
+
+
+def test_whole_model_check_leaves_batchnorm_statistics_and_modes_alone(seed, monkeypatch):
+    model = _mlp(seed)
+    model.insert(1, nn.BatchNorm1d(32))
+    model.train()
+    before = _state(model)
+    monkeypatch.setattr(si, "_median_time", _layer_time)
+    to_sparse(model, repeats=2, layouts=("csr",), batch_sizes=(4,), min_speedup=1e-9,
+              example=torch.randn(1, 40, generator=torch_generator(seed + 2)))
+    assert all(m.training for m in model.modules())
+    state = model.state_dict()
+    for k in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        assert torch.equal(state[k], before[k]), k

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -52,10 +53,24 @@ def _compare(model, variants, x, repeats) -> list:
     return [statistics.median(t) for t in times]
 
 
+@contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode inside the block (BatchNorm statistics untouched by the runs), each
+    module's train/eval flag restored after it."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_speedup) -> list:
     """The ``swaps`` (``(name, SparseLinear)``) that pay on the whole model; the others are
     marked ``"dense"`` in ``decisions`` with a note. ``dense`` maps each name to the module
-    it replaces; the model is left with its original modules whatever happens."""
+    it replaces; the model is left with its original modules and train/eval modes whatever
+    happens (the timings run in eval mode)."""
     by_name, sparse = {d.name: d for d in decisions}, dict(swaps)
     order = sorted(sparse, key=lambda n: min(by_name[n].speedup(b) for b in batch_sizes))  # weakest first
     kept = set(sparse)
@@ -63,20 +78,21 @@ def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_s
     def variant(names):
         return {n: sparse[n] if n in names else dense[n] for n in sparse}
 
-    try:
-        for name in order:
-            ratios = {}
-            for b in batch_sizes:
-                t_with, t_without = _compare(model, [variant(kept), variant(kept - {name})],
-                                             _batch(example, b), repeats)
-                ratios[b] = t_without / t_with
-            if min(ratios.values()) < min_speedup:
-                kept.discard(name)
-                d = by_name[name]
-                d.notes.append(f"{name}: {d.decision} dropped: the whole model ran "
-                               + ", ".join(f"x{r:.2f} at batch {b}" for b, r in ratios.items())
-                               + f" with it (< min_speedup {min_speedup:g})")
-                d.decision = "dense"
-    finally:
-        _install(model, dense)
+    with eval_mode(model):
+        try:
+            for name in order:
+                ratios = {}
+                for b in batch_sizes:
+                    t_with, t_without = _compare(model, [variant(kept), variant(kept - {name})],
+                                                 _batch(example, b), repeats)
+                    ratios[b] = t_without / t_with
+                if min(ratios.values()) < min_speedup:
+                    kept.discard(name)
+                    d = by_name[name]
+                    d.notes.append(f"{name}: {d.decision} dropped: the whole model ran "
+                                   + ", ".join(f"x{r:.2f} at batch {b}" for b, r in ratios.items())
+                                   + f" with it (< min_speedup {min_speedup:g})")
+                    d.decision = "dense"
+        finally:
+            _install(model, dense)
     return [(n, m) for n, m in swaps if n in kept]

@@ -29,7 +29,7 @@ from torch.nn.utils import prune as torch_prune
 from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.validation import check_scalar
 
-from .sparse_confirm import confirm
+from .sparse_confirm import confirm, eval_mode
 from .sparse_linear import BLOCKS, SparseLinear
 from .sparse_report import LayerDecision, SparseInferenceReport
 
@@ -180,7 +180,7 @@ def _spatial_sizes(model: nn.Module, example) -> dict:
         if _is_1x1(m):
             hooks.append(m.register_forward_hook(partial(_record_size, sizes, n)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             model(example)
     finally:
         for h in hooks:
