@@ -188,7 +188,7 @@ def test_whole_model_check_failure_leaves_model_unchanged(seed, monkeypatch):
 
     def flaky(model_, variants, x_, repeats):
         calls.append(1)
-        sparse_confirm._install(model_, variants[0])  # swapped in, as the real timing does
+        sparse_confirm.install_modules(model_, variants[0])  # swapped in, as the real timing does
         raise RuntimeError("boom")
     monkeypatch.setattr(sparse_confirm, "_compare", flaky)
     with pytest.raises(RuntimeError, match="boom"):

@@ -35,6 +35,7 @@ from .blocks import find_chain, first_tensor, trace_calls
 from .capture import Collector, capture, relu_layers
 from .layer_solve import finish_layer, param_tensor, set_values
 from .layers import named_layers, output_rows, unfold_input
+from .modes import eval_mode
 from .passes import TargetSwap
 
 
@@ -236,14 +237,8 @@ def solve_cascade(model, run, names, snapshot, bar, *, blocks=True) -> tuple:
     for name in [n for n in order if n not in inside and position.get(n, len(calls)) < start]:
         cascade.network_step(name)
     if inside:
-        flags = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            with torch.no_grad():
-                cascade.chain(units, calls, [n for n in order if n in inside])
-        finally:
-            for m, flag in flags:
-                m.training = flag
+        with eval_mode(model), torch.no_grad():
+            cascade.chain(units, calls, [n for n in order if n in inside])
     for name in [n for n in order if n not in inside and position.get(n, len(calls)) >= start]:
         cascade.network_step(name)
     return cascade.solved, cascade.engine

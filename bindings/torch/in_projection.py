@@ -28,6 +28,7 @@ from torch import nn
 from layertrim.solvers.base.errors import ParameterError
 
 from .batches import model_batches, module_device
+from .modes import eval_mode
 
 SUFFIX = "in_proj"
 
@@ -109,16 +110,11 @@ def cross_attention_layers(model: nn.Module, layers: dict, data) -> dict:
             with_kwargs=True)
         for n, m in views.items()
     ]
-    flags = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        first = next(iter(model_batches(model, data, module_device(model))))
-        with torch.no_grad():
-            first(model)
+        with eval_mode(model), torch.no_grad():
+            next(iter(model_batches(model, data, module_device(model))))(model)
     finally:
         for h in handles:
             h.remove()
-        for m, flag in flags:
-            m.training = flag
     return {n: "cross-attention (key/value other than the query); its in-projection is pruned only for "
                "self-attention; left dense" for n, calls in self_calls.items() if not all(calls)}

@@ -10,6 +10,7 @@ from torch.nn.utils import parametrize
 from layertrim.solvers.base.errors import EmptyDataError, ParameterError, ShapeError
 
 from .batches import model_batches, module_device
+from .modes import eval_mode
 
 #: weight dtypes prune handles (half precisions are solved in float32 and rounded back)
 SOLVABLE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -45,14 +46,9 @@ def check_forward(model: nn.Module, data) -> None:
     first = next(iter(model_batches(model, data, module_device(model))), None)
     if first is None:
         raise EmptyDataError("the calibration data is empty")
-    flags = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             first(model)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         message = " ".join(str(exc).split())[:300]
         raise ShapeError(f"the model rejects a calibration batch of {first.describe()}: {message}") from None
-    finally:
-        for m, flag in flags:
-            m.training = flag

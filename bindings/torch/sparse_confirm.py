@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from .modes import eval_mode
 
 
 def _batch(example: torch.Tensor, size: int) -> torch.Tensor:
@@ -27,7 +28,8 @@ def _batch(example: torch.Tensor, size: int) -> torch.Tensor:
     return example[:1].repeat(size, *[1] * (example.dim() - 1))
 
 
-def _install(model: nn.Module, modules: dict) -> None:
+def install_modules(model: nn.Module, modules: dict) -> None:
+    """Set each ``{dotted name: module}`` entry as the submodule of that name."""
     parents = dict(model.named_modules())
     for name, module in modules.items():
         parent, _, child = name.rpartition(".")
@@ -38,32 +40,19 @@ def _compare(model, variants, x, repeats) -> list:
     """Median seconds per forward of ``model`` under each variant (``{name: module}``), timed in turn."""
     times = [[] for _ in variants]
     with torch.no_grad():
-        _install(model, variants[0])
+        install_modules(model, variants[0])
         t0 = time.perf_counter()
         model(x)
         calls = max(1, min(100, int(1e-3 / max(time.perf_counter() - t0, 1e-7))))
         for _ in range(repeats):
             for spent, variant in zip(times, variants):
-                _install(model, variant)
+                install_modules(model, variant)
                 model(x)  # warm-up after the swap
                 t0 = time.perf_counter()
                 for _ in range(calls):
                     model(x)
                 spent.append((time.perf_counter() - t0) / calls)
     return [statistics.median(t) for t in times]
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """``model`` in eval mode inside the block (BatchNorm statistics untouched by the runs), each
-    module's train/eval flag restored after it."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_speedup) -> list:
@@ -94,5 +83,5 @@ def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_s
                                    + f" with it (< min_speedup {min_speedup:g})")
                     d.decision = "dense"
         finally:
-            _install(model, dense)
+            install_modules(model, dense)
     return [(n, m) for n, m in swaps if n in kept]

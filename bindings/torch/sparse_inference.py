@@ -29,7 +29,8 @@ from torch.nn.utils import prune as torch_prune
 from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.validation import check_scalar
 
-from .sparse_confirm import confirm, eval_mode
+from .modes import eval_mode
+from .sparse_confirm import confirm, install_modules
 from .sparse_linear import BLOCKS, SparseLinear
 from .sparse_report import LayerDecision, SparseInferenceReport
 
@@ -241,9 +242,7 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
     if example is not None and swaps and min_speedup > 0:
         swaps = confirm(model, swaps, {n: modules[n] for n, _ in swaps}, decisions, example, batch_sizes,
                         repeats, min_speedup)
-    for name, new in swaps:  # nothing below can fail: plain attribute assignments
-        parent, _, child = name.rpartition(".")
-        setattr(modules[parent] if parent else model, child, new)
+    install_modules(model, dict(swaps))  # nothing here can fail: plain attribute assignments
     notes = [n for d in decisions for n in d.notes]
     if not decisions:
         notes.append("no Linear or 1x1 Conv2d layer has zero weights: nothing to convert")
