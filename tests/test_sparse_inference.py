@@ -99,6 +99,7 @@ def test_failure_leaves_model_unchanged(seed, monkeypatch):
 @pytest.mark.parametrize("kwargs, name", [
     ({"min_speedup": -1.0}, "min_speedup"), ({"batch_sizes": ()}, "batch_sizes"),
     ({"batch_sizes": 4}, "batch_sizes"), ({"repeats": 0}, "repeats"), ({"layouts": ("coo",)}, "layouts"),
+    ({"example": [[0.0] * 40]}, "example"), ({"example": torch.zeros(0, 40)}, "example"),
 ])
 def test_bad_arguments_are_named(seed, kwargs, name):
     with pytest.raises(ParameterError, match=name):

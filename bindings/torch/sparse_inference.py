@@ -82,9 +82,11 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _check_args(model, min_speedup, batch_sizes, repeats, layouts):
+def _check_args(model, min_speedup, batch_sizes, repeats, layouts, example):
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if example is not None and not (isinstance(example, torch.Tensor) and example.dim() >= 1 and len(example)):
+        raise ParameterError(f"example must be a tensor holding at least one sample (batch first), got {example!r:.80}")
     min_speedup = check_scalar(min_speedup, "min_speedup", low=0.0)
     if isinstance(batch_sizes, int) or not hasattr(batch_sizes, "__iter__"):
         raise ParameterError(f"batch_sizes must be a sequence of positive integers, got {batch_sizes!r}")
@@ -226,7 +228,8 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
     leaves the model as it was. The sparse product sums in another order than the dense
     one: outputs agree to float rounding, not bit for bit.
     """
-    min_speedup, batch_sizes, repeats, layouts = _check_args(model, min_speedup, batch_sizes, repeats, layouts)
+    min_speedup, batch_sizes, repeats, layouts = _check_args(
+        model, min_speedup, batch_sizes, repeats, layouts, example)
     shapes = _spatial_sizes(model, example)
     decisions, swaps = [], []
     for name, m in model.named_modules():
