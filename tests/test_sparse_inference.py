@@ -1,6 +1,7 @@
 """Sparse inference: converted layers compute what the dense pruned layers compute."""
 import copy
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -9,6 +10,7 @@ from torch.nn.utils import prune as torch_prune  # noqa: E402
 
 from layertrim.bindings.torch import sparse_confirm  # noqa: E402
 from layertrim.bindings.torch import sparse_inference as si  # noqa: E402
+from layertrim.bindings.torch.csr_kernel import kernel_arrays, sparse_matvec  # noqa: E402
 from layertrim.bindings.torch.sparse_inference import to_sparse  # noqa: E402
 from layertrim.bindings.torch.sparse_linear import SparseLinear  # noqa: E402
 from layertrim.solvers import LayerTrimError, ParameterError  # noqa: E402
@@ -137,6 +139,29 @@ def test_one_sample_kernel_equals_the_float64_product(seed, dtype, with_bias):
         assert y.shape == shape[:-1] + (23,) and y.dtype == dtype
         torch.testing.assert_close(y.reshape(-1).double(), ref, rtol=tol, atol=tol)
     assert layer._arrays is not None  # the compiled kernel ran
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("nonzero_inputs", [0, 1, 18, 37])
+def test_one_sample_kernel_skips_zero_inputs_by_columns(seed, dtype, nonzero_inputs):
+    g = torch_generator(seed)
+    weight = torch.randn(23, 37, generator=g, dtype=torch.float64)
+    weight[torch.rand(23, 37, generator=g) < 0.7] = 0
+    bias = torch.randn(23, generator=g, dtype=torch.float64)
+    x = torch.randn(37, generator=g, dtype=torch.float64)
+    x[torch.randperm(37, generator=g)[nonzero_inputs:]] = 0
+    layer = SparseLinear(weight.to(dtype), bias.to(dtype), "csr")
+    arrays = kernel_arrays(layer.weight, layer.bias)
+    out = np.empty(23, dtype=arrays.data.dtype)
+    by_columns = sparse_matvec(*arrays[:6], x.to(dtype).numpy(), arrays.bias, out)
+    touched = int((weight[:, x != 0] != 0).sum())  # stored weights in the columns of nonzero inputs
+    assert by_columns == (3 * touched < 2 * int((weight != 0).sum()))
+    if nonzero_inputs <= 1:  # one column holds at most 23 of the ~256 stored weights
+        assert by_columns
+    tol = KERNEL_TOL[dtype]
+    torch.testing.assert_close(torch.from_numpy(out).double(), weight @ x + bias, rtol=tol, atol=tol)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x.to(dtype)[None]).double()[0], weight @ x + bias, rtol=tol, atol=tol)
 
 
 def test_one_sample_kernel_follows_new_weights_and_leaves_gradients_to_torch(seed):

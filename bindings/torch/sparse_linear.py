@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .csr_kernel import csr_matvec, kernel_arrays
+from .csr_kernel import kernel_arrays, sparse_matvec
 
 BLOCKS = (32, 16, 8, 4)
 
@@ -66,7 +66,7 @@ class SparseLinear(nn.Module):
         return new
 
     def _kernel_arrays(self):
-        """The numpy arrays :func:`.csr_kernel.csr_matvec` reads, rebuilt when a buffer is
+        """The numpy arrays :func:`.csr_kernel.sparse_matvec` reads, rebuilt when a buffer is
         replaced (``.to()``, ``load_state_dict``); ``None`` where the kernel does not run."""
         weight, bias = self._buffers["weight"], self._buffers["bias"]
         if self._arrays_of is not weight or self._bias_of is not bias:
@@ -75,13 +75,12 @@ class SparseLinear(nn.Module):
 
     def _one_sample(self, x: torch.Tensor) -> torch.Tensor:
         """``W x + b`` for one sample with few Python steps (at batch 1 the per-call overhead is of
-        the order of the product itself): the compiled CSR kernel on CPU tensors that need no
-        gradient, torch's CSR matrix-vector product otherwise."""
+        the order of the product itself): the compiled kernel (by rows, or by the columns of the
+        nonzero inputs) on CPU tensors that need no gradient, torch's CSR product otherwise."""
         arrays = self._kernel_arrays() if x.is_cpu and not x.requires_grad else None
         if arrays is not None and x.dtype == arrays.dtype:
             out = np.empty(x.shape[:-1] + (self.out_features,), arrays.data.dtype)
-            csr_matvec(arrays.indptr, arrays.indices, arrays.data, x.numpy().reshape(-1), arrays.bias,
-                       out.reshape(-1))
+            sparse_matvec(*arrays[:6], x.numpy().reshape(-1), arrays.bias, out.reshape(-1))
             return torch.from_numpy(out)
         weight, bias = self._buffers["weight"], self._buffers["bias"]
         y = torch.mv(weight, x.reshape(-1)) if bias is None else torch.addmv(bias, weight, x.reshape(-1))
