@@ -194,6 +194,24 @@ def test_block_forwards_grow_linearly_with_depth(seed):
     assert _block_forwards(8, seed, False) / _block_forwards(4, seed, False) > 3.5
 
 
+def _down_proj_calls(seed, n_batches):
+    model = llama(seed)
+    calls = {"n": 0}
+    for layer in model.model.layers:
+        layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: calls.__setitem__("n", calls["n"] + 1))
+    prune(model, token_batches(seed, n=n_batches), method="magnitude", sparsity=0.5, progress=False)
+    return calls["n"]
+
+
+def test_group_captures_stop_once_the_group_has_been_called(seed):
+    # down_proj ends a Llama block. From the second batch on, the captures of the
+    # groups before it (q/k/v, o, gate/up) stop before reaching it, so each further
+    # batch calls it, per block: once recording the inputs, twice for its own group
+    # (targets and inputs), and twice advancing the two streams past every block but
+    # the last: 5 + 3 = 8 calls per batch (19 if every capture ran whole blocks)
+    assert _down_proj_calls(seed, 3) - _down_proj_calls(seed, 1) == 2 * 8
+
+
 def test_failure_half_way_leaves_the_model_bit_identical(seed, monkeypatch):
     model = llama(seed)
     before = _state(model)

@@ -125,6 +125,25 @@ def test_max_iter_warns_and_stays_feasible(rng):
     assert res.objective < res.info["loss_start"]
 
 
+def test_interpolating_start_is_returned_without_iterations(rng):
+    # 20 samples, 30 kept inputs per column: each column's refit fits the centered
+    # targets exactly, so the start already has the least loss any weights can have
+    P, N, M = 20, 60, 5
+    X, Y, W0 = rng.standard_normal((P, N)), rng.standard_normal((P, M)), rng.standard_normal((N, M))
+    res = iht(X, Y, sparsity=0.5, pattern="per_output", W0=W0)
+    assert res.status == "optimal" and res.iterations == 0
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    assert res.objective <= 1e-6 * 0.5 * np.sum(Yc * Yc) / P
+    # it is the magnitude start: per column, the least-squares solution nearest to W0 on the
+    # 30 largest |W0|, i.e. W0 plus the minimum-norm solution of Xc_S u = yc - Xc_S w0_S
+    for m in range(M):
+        S = np.sort(np.argsort(-np.abs(W0[:, m]))[: N // 2])
+        u = np.linalg.lstsq(Xc[:, S], Yc[:, m] - Xc[:, S] @ W0[S, m], rcond=None)[0]
+        expected = np.zeros(N)
+        expected[S] = W0[S, m] + u
+        np.testing.assert_allclose(res.W[:, m], expected, rtol=RTOL[res.W.dtype], atol=1e-9)
+
+
 def test_constant_inputs_give_zero_weights(rng):
     X = np.ones((20, 4))
     Y = rng.standard_normal((20, 2))

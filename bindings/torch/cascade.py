@@ -8,7 +8,8 @@ network's hidden states, for targets ``Y``) and ``H_pruned`` (the partly
 pruned network's, for inputs ``X``). Within a block the layers are taken in
 execution order, those reading the same tensor (q/k/v, gate/up, a shortcut
 and the first conv) together, and each group costs two block forwards over
-the calibration set; after the block, both streams advance one block. The
+the calibration set, each cut short once the group's layers have had their
+calls (:class:`_CallCounts`); after the block, both streams advance one block. The
 whole chain costs ``O(sum of block forwards)``, i.e. linear in depth, and the
 network is run once (twice when layers before the chain were pruned) to
 record the first block's input and every block's side inputs (masks,
@@ -123,12 +124,14 @@ class Cascade:
         run = self.run
         cols = {n: Collector(n, self.modules[n], run.modes()[n], run.max_rows, run.seed) for n in group}
         phase = {"now": "targets"}
+        calls = _CallCounts(group)
 
         def hook(m, x, y, col=None):
             if phase["now"] != "inputs":
                 col.outputs.append(output_rows(m, y))
             if phase["now"] != "targets":
                 col.inputs.append(unfold_input(m, x))
+            calls.seen(col.name)
 
         handles = [layer_hook(self.modules, n, lambda m, x, y, c=cols[n]: hook(m, x, y, c)) for n in group]
         swap = TargetSwap(unit_values)
@@ -138,19 +141,56 @@ class Cascade:
                     col.keep = keep
                 if pruned is dense and not unit_values:
                     phase["now"] = "both"
-                    dense.call(module, i, b)
+                    calls.run(dense.call, module, i, b)
                 else:
                     phase["now"] = "targets"
                     with swap.targets():
-                        dense.call(module, i, b)
+                        calls.run(dense.call, module, i, b)
                     phase["now"] = "inputs"
-                    pruned.call(module, i, b)
+                    calls.run(pruned.call, module, i, b)
                 for col in cols.values():
                     col.flush()
+                calls.learn()
         finally:
             for h in handles:
                 h.remove()
         return {n: col.result(self._relu(n)) for n, col in cols.items()}
+
+
+class _GroupCaptured(Exception):
+    """Raised from a hook to end a block forward once every layer of the group has been called."""
+
+
+class _CallCounts:
+    """Stops a block forward early, as soon as each layer of a group has had its calls.
+
+    The first batch runs the whole block and counts every layer's calls (a layer
+    inside a loop is called more than once); later batches stop at the call
+    that completes those counts, skipping the rest of the block (the layers
+    after the group: about half a block forward on average). Where a layer
+    was never called on the first batch nothing stops early.
+    """
+
+    def __init__(self, group):
+        self.group, self.fired, self.expected, self.learning = list(group), {}, None, True
+
+    def seen(self, name) -> None:
+        self.fired[name] = self.fired.get(name, 0) + 1
+        if self.expected is not None and all(self.fired.get(n, 0) >= c for n, c in self.expected.items()):
+            raise _GroupCaptured
+
+    def run(self, call, *args) -> None:
+        self.fired = {}
+        try:
+            call(*args)
+        except _GroupCaptured:
+            pass
+
+    def learn(self) -> None:
+        """After the first batch: the counts to stop at (``None``: never stop early)."""
+        if self.learning and all(self.fired.get(n, 0) for n in self.group):
+            self.expected = dict(self.fired)
+        self.learning = False
 
 
 class _Stream:

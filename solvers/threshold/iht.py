@@ -20,17 +20,19 @@ from ..base.interrupt import interruptible
 from ..base.patterns import Pattern, parse_pattern
 from ..base.result import Result
 from ..base.validation import check_bool, check_scalar
-from .iteration import iterate, jacobi_scaling
+from .iteration import iterate, jacobi_scaling, target_energy
 from .permutation import inverse_permutation, nm_permutation, permute_inputs
 from .projection import support_mask
 from .refit import _psd_solve, refit_quadratic
 from .swaps import swap_refine
 
 
-def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0: np.ndarray) -> np.ndarray:
+def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0: np.ndarray,
+                    tol: float) -> np.ndarray:
     """The better of two refits (each the least-squares solution nearest to ``W0``): on the
     projection of ``W0`` by ``|W0|`` (magnitude) and by ``sqrt(d_i) |W0_ij|`` (the
-    ``D``-norm projection, Wanda-like scores)."""
+    ``D``-norm projection, Wanda-like scores). The first is kept without trying the second
+    when its loss is at most ``tol`` times :func:`.iteration.target_energy` (nothing gains more)."""
     xp = namespace(W0)
     best, best_loss = None, np.inf
     for scores in (xp.abs(W0), sqrt_d[:, None] * xp.abs(W0)):
@@ -38,6 +40,8 @@ def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.
         f = loss(q, W)
         if f < best_loss:
             best, best_loss = W, f
+        if best_loss <= tol * target_energy(q):
+            break
     return best
 
 def iht(
@@ -152,7 +156,12 @@ def iht(
     With ``swaps``, each column's final support is then improved by exchanges
     that each lower its refitted loss, so the loss stays monotone.
 
-    Stopping: (a) the support did not change in an iteration and the loss fell
+    Stopping: (0) the start's loss is at most ``tol`` times ``f(0) = 1/2
+    ||Y_c||_F^2`` (the loss of ``W = 0``): no weights lower it by more, since
+    the loss is nonnegative, so the start is returned (and the second start
+    candidate is not refitted). This is the rule when every column keeps more
+    inputs than the data's rank (fewer samples than kept inputs): the refit
+    interpolates the targets. (a) the support did not change in an iteration and the loss fell
     by less than ``tol`` times its value; (b) with ``debias_every = k``, every
     ``k`` iterations ``W`` is replaced by the least-squares solution on its
     support (hard thresholding pursuit; this cannot raise the loss) and
@@ -183,7 +192,7 @@ def iht(
         if permute:
             perm = nm_permutation(sqrt_d[:, None] * np.abs(W0), pat)
             q, W0, inv_d, sqrt_d = permute_inputs(q, perm), W0[perm], inv_d[perm], sqrt_d[perm]
-        W_start = initial_weights(q, pat, s, sqrt_d, W0)
+        W_start = initial_weights(q, pat, s, sqrt_d, W0, tol)
         W, f, mask, history, status, info = iterate(
             q, W_start, inv_d, sqrt_d, L_D, pat, s, max_iter=max_iter, tol=tol, debias_every=debias_every,
             anchor=W0,

@@ -79,6 +79,8 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
     Z, GZ, t = W, GW, 1.0
     history, restarts, status = [], 0, "max_iter"
     since_debias, debiased = 0, False
+    if f <= tol * target_energy(q):  # no weights lower the loss (>= 0) by more: optimal as it is
+        max_iter, status = 0, "optimal"
     for _ in range(max_iter):
         if L_D == 0.0:  # every input is constant: W = 0 is optimal
             status = "optimal"
@@ -110,6 +112,11 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
             Z, GZ, t, since_debias = W, GW, 1.0, 0
     info = {"loss_start": f_start, "loss_iht": f, "restarts": restarts, "lipschitz": L_D}
     return W, f, mask, history, status, info
+
+
+def target_energy(q: Quadratic) -> float:
+    """``f(0) = 1/2 sum_m yy_m``: the loss of ``W = 0``, which bounds what any weights can gain."""
+    return 0.5 * float(namespace(q.yy).sum(q.yy))
 
 
 def _same(xp, a, b) -> bool:
