@@ -134,10 +134,11 @@ def test_interpolating_start_is_returned_without_iterations(rng):
     assert res.status == "optimal" and res.iterations == 0
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
     assert res.objective <= 1e-6 * 0.5 * np.sum(Yc * Yc) / P
-    # it is the magnitude start: per column, the least-squares solution nearest to W0 on the
-    # 30 largest |W0|, i.e. W0 plus the minimum-norm solution of Xc_S u = yc - Xc_S w0_S
+    # it is the first start: per column, the least-squares solution nearest to W0 on the 30
+    # largest ||x_i|| |W0_im|, i.e. W0 plus the minimum-norm solution of Xc_S u = yc - Xc_S w0_S
+    scores = np.linalg.norm(Xc, axis=0)[:, None] * np.abs(W0)
     for m in range(M):
-        S = np.sort(np.argsort(-np.abs(W0[:, m]))[: N // 2])
+        S = np.sort(np.argsort(-scores[:, m])[: N // 2])
         u = np.linalg.lstsq(Xc[:, S], Yc[:, m] - Xc[:, S] @ W0[S, m], rcond=None)[0]
         expected = np.zeros(N)
         expected[S] = W0[S, m] + u

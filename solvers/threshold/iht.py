@@ -30,12 +30,14 @@ from .swaps import swap_refine
 def initial_weights(q: Quadratic, pattern: Pattern, sparsity: float, sqrt_d: np.ndarray, W0: np.ndarray,
                     tol: float) -> np.ndarray:
     """The better of two refits (each the least-squares solution nearest to ``W0``): on the
-    projection of ``W0`` by ``|W0|`` (magnitude) and by ``sqrt(d_i) |W0_ij|`` (the
-    ``D``-norm projection, Wanda-like scores). The first is kept without trying the second
-    when its loss is at most ``tol`` times :func:`.iteration.target_energy` (nothing gains more)."""
+    projection of ``W0`` by ``sqrt(d_i) |W0_ij|`` (the ``D``-norm projection, Wanda-like
+    scores) and by ``|W0|`` (magnitude). The first is kept without trying the second when
+    its loss is at most ``tol`` times :func:`.iteration.target_energy` (nothing gains more);
+    the first, since its supports spread over the columns by the inputs' scale, is the one
+    more often fitting every column exactly when samples are fewer than kept inputs."""
     xp = namespace(W0)
     best, best_loss = None, np.inf
-    for scores in (xp.abs(W0), sqrt_d[:, None] * xp.abs(W0)):
+    for scores in (sqrt_d[:, None] * xp.abs(W0), xp.abs(W0)):
         W, _ = refit_quadratic(q, support_mask(scores, pattern, sparsity), anchor=W0)
         f = loss(q, W)
         if f < best_loss:
@@ -82,8 +84,9 @@ def iht(
         Fit an unpenalized bias.
     W0 : array (n_features, n_outputs), optional
         Weights to start from, e.g. the trained layer: the start is the better
-        of the least-squares refits on ``project(W0)`` (magnitude pruning +
-        refit) and on the ``D``-norm projection (scores ``sqrt(G_ii) |W0_ij|``).
+        of the least-squares refits on the ``D``-norm projection (scores
+        ``sqrt(G_ii) |W0_ij|``) and on ``project(W0)`` (magnitude pruning +
+        refit).
         Without it, the same from the dense least-squares solution.
     max_iter : int
         Iteration limit.
