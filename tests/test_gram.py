@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from layertrim.solvers import EmptyDataError, GramStats, ShapeError
+from layertrim.solvers import EmptyDataError, GramStats, NonFiniteError, ShapeError
 from layertrim.solvers.base.gram import as_quadratic
+from layertrim.solvers.base.grouped_gram import GroupedGramStats
 
 
 def data(rng, P=500, N=6, M=3, offset=0.0, dtype=np.float64):
@@ -115,3 +116,57 @@ def test_errors(rng):
         as_quadratic(X)
     with pytest.raises(ShapeError, match="not both"):
         as_quadratic(stats, Y)
+
+
+def _grouped(X, Y, n):
+    stats = GroupedGramStats(len(X))
+    for idx in np.array_split(np.arange(X.shape[1]), n):
+        stats.update(X[:, idx], Y[:, idx])
+    return stats
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_grouped_batches_equal_each_group_alone(rng, dtype):
+    G, P, N, M = 5, 300, 4, 2
+    X = rng.standard_normal((G, P, N)) + 2.0
+    Y = np.einsum("gpn,gnm->gpm", X, rng.standard_normal((G, N, M))) + rng.standard_normal((G, P, M))
+    X[1, :, 2], X[3, :100, 0] = 0.7, -1.0  # constant throughout, and in the first batch only
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    groups = _grouped(X, Y, 3).groups()
+    assert len(groups) == G
+    for g, got in enumerate(groups):
+        want = batched(X[g], Y[g], n=3)
+        assert got.n_samples == want.n_samples == P and got.dtype == want.dtype == dtype
+        # the same float64 sums formed by another BLAS call: rounding of 300 O(1) products
+        for a, b in ((got.xtx(), want.xtx()), (got.xty(), want.xty()), (got.yty_diag(), want.yty_diag()),
+                     (got.x_mean, want.x_mean), (got.y_mean, want.y_mean)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-10)
+    q = groups[1].quadratic(intercept=True)
+    assert not q.G[2].any() and not q.G[:, 2].any() and not q.C[2].any()  # exact zeros, not rounding
+
+
+def test_grouped_errors_leave_the_statistics_unchanged(rng):
+    X, Y = rng.standard_normal((3, 20, 4)), rng.standard_normal((3, 20, 2))
+    stats = _grouped(X, Y, 2)
+    before = [(s.xtx(), s.xty()) for s in stats.groups()]
+    bad = X.copy()
+    bad[2, 5, 1] = np.nan
+    with pytest.raises(NonFiniteError):
+        stats.update(bad, Y)
+    with pytest.raises(ShapeError, match="groups"):
+        stats.update(X[:2], Y[:2])
+    with pytest.raises(ShapeError, match="features"):
+        stats.update(X[:, :, :3], Y)
+    with pytest.raises(EmptyDataError):
+        stats.update(X[:, :0], Y[:, :0])
+    assert stats.n_samples == 20
+    for s, (xtx, xty) in zip(stats.groups(), before):
+        assert np.array_equal(s.xtx(), xtx) and np.array_equal(s.xty(), xty)
+
+
+def test_one_group_is_a_plain_gram_stats(rng):
+    X, Y = data(rng, P=50)
+    (got,) = _grouped(X[None], Y[None], 5).groups()
+    want = batched(X, Y, n=5)
+    assert isinstance(got, GramStats)
+    assert np.array_equal(got.xtx(), want.xtx()) and np.array_equal(got.xty(), want.xty())

@@ -283,16 +283,17 @@ def test_sparsity_counts_the_in_projection_and_fine_tune_holds_its_zeros_after_m
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_key_padding_mask_drops_the_padded_tokens_of_both_projections(batch_first, seed):
+def test_key_padding_mask_drops_the_padded_tokens_of_every_layer(batch_first, seed):
     """Right-padded sequences with ``src_key_padding_mask``: the statistics of the in- and
-    out-projections equal those of every sequence run alone at its own length (no padding, no mask)."""
+    out-projections and of the feed-forward layers equal those of every sequence run alone at
+    its own length (no padding, no mask)."""
     model = _encoder(seed, batch_first)
     gen = torch_generator(seed)
     lengths = [T, T - 2, 1, T - 3]
     x = torch.randn(*((B, T, E) if batch_first else (T, B, E)), generator=gen)
     pad = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]  # (B, T), True at padding
     alone = [x[i : i + 1, :n] if batch_first else x[:n, i : i + 1] for i, n in enumerate(lengths)]
-    layers = IN_PROJ + [f"layers.{i}.self_attn.out_proj" for i in range(2)]
+    layers = IN_PROJ + [f"layers.{i}.{n}" for i in range(2) for n in ("self_attn.out_proj", "linear1", "linear2")]
     masked = capture(model, [{"src": x, "src_key_padding_mask": pad}], layers=layers, mode="gram")
     reference = capture(model, alone, layers=layers, mode="gram")
     for name in layers:

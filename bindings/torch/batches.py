@@ -11,7 +11,10 @@ An item of the calibration iterable is
 
 An ``attention_mask`` of shape ``(B, T)`` marks the real tokens: every layer
 whose rows are the ``B x T`` token positions keeps only the rows where the
-mask is nonzero, so padding never enters a statistic. Models whose
+mask is nonzero, so padding never enters a statistic. torch's
+``nn.TransformerEncoder`` takes the opposite, a ``src_key_padding_mask``
+(True, or nonzero, at padding); it is read the same way, in the row order
+of the model's ``nn.MultiheadAttention`` (``(T, B)`` unless ``batch_first``). Models whose
 ``forward`` takes ``use_cache`` are called with ``use_cache=False`` (a
 key/value cache would grow with every calibration pass).
 """
@@ -29,6 +32,8 @@ from layertrim.solvers.base.errors import EmptyDataError
 
 #: mapping keys that are training targets, never model inputs
 TARGET_KEYS = ("labels", "label")
+#: mapping key of torch's encoders for a (B, T) mask that is True (or nonzero) at padded positions
+PADDING_KEY = "src_key_padding_mask"
 
 
 @dataclass
@@ -72,17 +77,26 @@ def _tensor(v):
     return torch.as_tensor(v) if not isinstance(v, torch.Tensor) and hasattr(v, "__array__") else v
 
 
-def _from_mapping(item: Mapping, accepted) -> Batch:
+def _is_token_mask(v) -> bool:
+    return isinstance(v, torch.Tensor) and v.dim() == 2
+
+
+def _from_mapping(item: Mapping, accepted, batch_first: bool) -> Batch:
     kwargs = {k: _tensor(v) for k, v in item.items() if k not in TARGET_KEYS and (accepted is None or k in accepted)}
     if not kwargs:
         raise EmptyDataError(f"a calibration batch has no model input among its keys {sorted(item)}")
-    mask = kwargs.get("attention_mask")
-    if not (isinstance(mask, torch.Tensor) and mask.dim() == 2):
-        mask = None
+    mask, pad = kwargs.get("attention_mask"), kwargs.get(PADDING_KEY)
+    if not _is_token_mask(mask):
+        mask = None if not _is_token_mask(pad) else (pad == 0) if batch_first else (pad == 0).T
     return Batch((), kwargs, mask)
 
 
-def to_batch(item, accepted=None) -> Batch:
+def _batch_first(model: nn.Module) -> bool:
+    """False when the model's ``nn.MultiheadAttention`` modules take ``(T, B, E)`` inputs."""
+    return all(m.batch_first for m in model.modules() if isinstance(m, nn.MultiheadAttention))
+
+
+def to_batch(item, accepted=None, batch_first: bool = True) -> Batch:
     """One calibration item as a :class:`Batch` (rules in the module docstring)."""
     if isinstance(item, (tuple, list)):
         if not item:
@@ -91,15 +105,16 @@ def to_batch(item, accepted=None) -> Batch:
         if isinstance(item, (tuple, list)):
             return Batch(tuple(_tensor(v) for v in item), {})
     if isinstance(item, Mapping):
-        return _from_mapping(item, accepted)
+        return _from_mapping(item, accepted, batch_first)
     return Batch((torch.as_tensor(item),), {})
 
 
 def model_batches(model: nn.Module, data: Iterable, device=None):
     """The calibration items as :class:`Batch` es ready for ``model`` (on ``device``)."""
     accepted, caches = _forward_parameters(model)
+    batch_first = _batch_first(model)
     for item in data:
-        batch = to_batch(item, accepted)
+        batch = to_batch(item, accepted, batch_first)
         if caches and "use_cache" not in batch.kwargs:
             batch.kwargs["use_cache"] = False
         yield batch if device is None else batch.to(device)

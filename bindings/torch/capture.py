@@ -15,7 +15,9 @@ Two storage modes:
     seeded; :mod:`.reservoir`). Needed by the ReLU-aware solvers (Net-Trim, FeTa).
 ``"gram"``
     Streamed :class:`~layertrim.solvers.GramStats` per group (float64): enough
-    for every squared-loss solver, whatever the number of samples.
+    for every squared-loss solver, whatever the number of samples. The groups
+    of a grouped conv are accumulated together
+    (:class:`~layertrim.solvers.base.grouped_gram.GroupedGramStats`).
 
 Peak memory per captured layer, with ``K``/``M`` summed over groups, ``R =
 max_rows`` and ``P_b`` the rows of one batch (images x output positions):
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from layertrim.solvers import GramStats
+from layertrim.solvers.base.grouped_gram import GroupedGramStats
 from layertrim.solvers.base.errors import EmptyDataError, NonFiniteError, ParameterError
 from layertrim.solvers.base.validation import check_choice, check_scalar
 
@@ -109,7 +111,7 @@ class Collector:
     def __init__(self, name, module, mode, max_rows, seed):
         self.name, self.module, self.mode = name, module, mode
         self.reservoir = RowReservoir(max_rows, seed) if mode == "rows" else None
-        self.stats = [GramStats() for _ in range(n_groups(module))] if mode == "gram" else None
+        self.stats = GroupedGramStats(n_groups(module)) if mode == "gram" else None
         self.inputs, self.outputs = [], []
         self.rows_seen = 0
         self.keep = None
@@ -137,12 +139,11 @@ class Collector:
             if self.reservoir is not None:
                 self.reservoir.add(X, Y)
             else:
-                for j, s in enumerate(self.stats):
-                    s.update(X[j], Y[j])
+                self.stats.update(X, Y)
         self.inputs, self.outputs = [], []
 
     def result(self, relu: bool) -> LayerData:
-        groups = self.reservoir.groups() if self.reservoir is not None else self.stats
+        groups = self.reservoir.groups() if self.reservoir is not None else self.stats.groups()
         return LayerData(self.name, self.mode, groups, relu, self.rows_seen)
 
 

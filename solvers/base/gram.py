@@ -156,28 +156,18 @@ class GramStats:
 
     def _merge(self, nb, mx, my, Sxx_b, Sxy_b, syy_b):
         """Merge one batch's moments; nothing changes when the batch or the totals are not finite."""
-        check_finite_moments(
-            "GramStats batch", x_mean=mx, y_mean=my, Sxx=Sxx_b, Sxy=Sxy_b, syy=syy_b
-        )
-        if self.n_samples == 0:
-            self.n_samples = nb
-            self.x_mean, self.y_mean = mx.copy(), my.copy()
-            self.Sxx, self.Sxy, self.syy = Sxx_b.copy(), Sxy_b.copy(), syy_b.copy()
-            return
-        na = self.n_samples
-        n = na + nb
-        dx, dy = mx - self.x_mean, my - self.y_mean
-        w = na * nb / n
-        with np.errstate(over="ignore", invalid="ignore"):  # checked below, before anything is stored
-            Sxx = self.Sxx + (Sxx_b + w * np.outer(dx, dx))
-            Sxy = self.Sxy + (Sxy_b + w * np.outer(dx, dy))
-            syy = self.syy + (syy_b + w * dy * dy)
-            x_mean = self.x_mean + dx * (nb / n)
-            y_mean = self.y_mean + dy * (nb / n)
-        check_finite_moments("GramStats totals", x_mean=x_mean, y_mean=y_mean, Sxx=Sxx, Sxy=Sxy, syy=syy)
-        self.Sxx, self.Sxy, self.syy = Sxx, Sxy, syy
-        self.x_mean, self.y_mean = x_mean, y_mean
-        self.n_samples = n
+        moments = merged_moments(self.n_samples, (self.x_mean, self.y_mean, self.Sxx, self.Sxy, self.syy),
+                                 nb, (mx, my, Sxx_b, Sxy_b, syy_b), "GramStats")
+        self.x_mean, self.y_mean, self.Sxx, self.Sxy, self.syy = moments
+        self.n_samples += nb
+
+    @classmethod
+    def from_moments(cls, n_samples, x_mean, y_mean, Sxx, Sxy, syy, dtype32: bool) -> "GramStats":
+        """Statistics holding the given (centered) moments of ``n_samples`` samples, not copied."""
+        stats = cls()
+        stats.n_samples, stats._dtype32 = n_samples, dtype32
+        stats.x_mean, stats.y_mean, stats.Sxx, stats.Sxy, stats.syy = x_mean, y_mean, Sxx, Sxy, syy
+        return stats
 
     def _require(self):
         if self.n_samples == 0:
@@ -228,6 +218,30 @@ class GramStats:
 
     def __repr__(self) -> str:
         return f"GramStats(n_samples={self.n_samples}, n_features={self.n_features}, n_outputs={self.n_outputs})"
+
+
+def merged_moments(na: int, totals: tuple, nb: int, batch: tuple, source: str) -> tuple:
+    """Chan's update: ``(x_mean, y_mean, Sxx, Sxy, syy)`` of ``na`` samples merged with a batch's
+    of ``nb`` samples (the batch's, copied, when ``na == 0``). Leading axes (groups) broadcast.
+
+    Raises NonFiniteError, naming ``source``, when the batch or the merged totals are not finite.
+    """
+    mx, my, Sxx_b, Sxy_b, syy_b = batch
+    check_finite_moments(f"{source} batch", x_mean=mx, y_mean=my, Sxx=Sxx_b, Sxy=Sxy_b, syy=syy_b)
+    if na == 0:
+        return tuple(a.copy() for a in batch)
+    x_a, y_a, Sxx_a, Sxy_a, syy_a = totals
+    n = na + nb
+    dx, dy = mx - x_a, my - y_a
+    w = na * nb / n
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, before anything is stored
+        Sxx = Sxx_a + (Sxx_b + w * (dx[..., :, None] * dx[..., None, :]))
+        Sxy = Sxy_a + (Sxy_b + w * (dx[..., :, None] * dy[..., None, :]))
+        syy = syy_a + (syy_b + w * dy * dy)
+        x_mean = x_a + dx * (nb / n)
+        y_mean = y_a + dy * (nb / n)
+    check_finite_moments(f"{source} totals", x_mean=x_mean, y_mean=y_mean, Sxx=Sxx, Sxy=Sxy, syy=syy)
+    return x_mean, y_mean, Sxx, Sxy, syy
 
 
 def _centered_products(X, mx, Yc):
