@@ -159,6 +159,10 @@ def test_grouped_errors_leave_the_statistics_unchanged(rng):
         stats.update(X[:, :, :3], Y)
     with pytest.raises(EmptyDataError):
         stats.update(X[:, :0], Y[:, :0])
+    tiny = X.copy()
+    tiny[1] *= 1e-160  # group 1's weights would be ~1e160: their squares overflow float64
+    with pytest.raises(NonFiniteError, match="scaled far apart"):
+        stats.update(tiny, Y)
     assert stats.n_samples == 20
     for s, (xtx, xty) in zip(stats.groups(), before):
         assert np.array_equal(s.xtx(), xtx) and np.array_equal(s.xty(), xty)

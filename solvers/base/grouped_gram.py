@@ -7,7 +7,8 @@ costs ``C`` small updates, each dominated by its fixed Python cost (about
 :class:`GroupedGramStats` forms the moments of all groups with stacked
 arrays, ``Sxx[g] = Xc[g]^T Xc[g]`` by one batched product, and merges them
 with the same Chan update (:func:`~.gram.merged_moments`), so a batch costs
-a few array operations whatever the number of groups.
+a few array operations and one scale check (:func:`~.validation.check_moments`)
+per group.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from .errors import EmptyDataError, ShapeError
 from .gram import GramStats, merged_moments
+from .validation import check_moments
 
 
 class GroupedGramStats:
@@ -47,6 +49,8 @@ class GroupedGramStats:
                              f"{Ya.shape} {Ya.dtype}")
         if Xa.shape[1] == 0:
             raise EmptyDataError("a batch with no samples")
+        for x, y in zip(Xa, Ya):  # each group's data within what the solvers can represent
+            check_moments(x, y)
         self._dtype32 &= Xa.dtype == np.float32 and Ya.dtype == np.float32
         Xd, Yd = Xa.astype(np.float64, copy=False), Ya.astype(np.float64, copy=False)
         if self.n_samples and (Xd.shape[2], Yd.shape[2]) != self._moments[3].shape[1:]:
