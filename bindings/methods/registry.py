@@ -102,6 +102,10 @@ class Method:
         Pattern kinds on which the method solves every output column on its
         own: a block of columns solved alone gives exactly those columns of
         the whole solve (``prune(column_blocks=...)`` splits only these).
+    solve_groups : callable ``(list of LayerProblem, LayerSpec) -> list of Solution or None``, optional
+        Every group of a grouped layer (a depthwise conv's channels) at once,
+        each with the result ``solve`` gives it alone; None where it does not
+        apply to the spec or data (then the groups are solved one by one).
     """
 
     name: str
@@ -113,6 +117,7 @@ class Method:
     summary: str = ""
     linear_fallback: str | None = None
     separable: tuple = ()
+    solve_groups: Callable | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -127,8 +132,8 @@ class Method:
             raise ParameterError(f"method {self.name!r}: patterns must be a non-empty subset of {ALL_PATTERNS}")
         if not set(self.separable) <= set(self.patterns):
             raise ParameterError(f"method {self.name!r}: separable must be a subset of its patterns {self.patterns}")
-        if not callable(self.solve):
-            raise ParameterError(f"method {self.name!r}: solve must be callable")
+        if not callable(self.solve) or not (self.solve_groups is None or callable(self.solve_groups)):
+            raise ParameterError(f"method {self.name!r}: solve (and solve_groups, if given) must be callable")
 
     def check_pattern(self, pattern, layer: str) -> None:
         kind = parse_pattern(pattern).kind

@@ -118,22 +118,54 @@ def solve_group(spec: LayerSpec, data, W0, b0, *, relu: bool, cascade: bool, gam
     """
     start = time.perf_counter()
     problem = LayerProblem(data=data, W0=W0, b0=b0, relu=relu, cascade=cascade, gamma=gamma)
-    lookup = get_method if methods is None else methods.__getitem__
-    method = lookup(spec.method)
-    options = spec.options
-    if method.linear_fallback is not None and not relu:
-        method = lookup(method.linear_fallback)
-        options = {k: v for k, v in options.items() if k in method.options}
+    method, spec = _method_for(spec, relu, methods)
     if spec.sparsity == 0.0:  # keep every weight; only the refit below may change values
         sol = Solution(W=W0, b=b0, refit=not (relu and method.data == "rows"))
     else:
-        sol = method.solve(problem, spec if options is spec.options else replace(spec, options=options))
+        sol = method.solve(problem, spec)
+    return _finish(problem, spec, method, sol, time.perf_counter() - start)
+
+
+def solve_groups(spec: LayerSpec, datas, W0s, b0s, *, relu: bool, cascade: bool, gamma: float,
+                 methods: dict | None = None) -> list:
+    """Every group of a grouped layer: at once through the method's ``solve_groups`` where it
+    applies (each group's time is its share of the batch), else :func:`solve_group` on each."""
+    start = time.perf_counter()
+    problems = [LayerProblem(data=d, W0=w, b0=None if b0s is None else b0s[j], relu=relu, cascade=cascade,
+                             gamma=gamma) for j, (d, w) in enumerate(zip(datas, W0s))]
+    method, spec_m = _method_for(spec, relu, methods)
+    sols = None
+    if method.solve_groups is not None and spec_m.sparsity != 0.0:
+        sols = method.solve_groups(problems, spec_m)
+    if sols is None:
+        return [solve_group(spec, p.data, p.W0, p.b0, relu=relu, cascade=cascade, gamma=gamma, methods=methods)
+                for p in problems]
+    share = (time.perf_counter() - start) / len(problems)
+    return [_finish(p, spec_m, method, sol, share) for p, sol in zip(problems, sols)]
+
+
+def _method_for(spec: LayerSpec, relu: bool, methods: dict | None):
+    """The method that solves the layer (its linear fallback where no ReLU follows) and the spec
+    with the options that method takes."""
+    lookup = get_method if methods is None else methods.__getitem__
+    method = lookup(spec.method)
+    if method.linear_fallback is not None and not relu:
+        method = lookup(method.linear_fallback)
+        options = {k: v for k, v in spec.options.items() if k in method.options}
+        if options != spec.options:
+            spec = replace(spec, options=options)
+    return method, spec
+
+
+def _finish(problem: LayerProblem, spec: LayerSpec, method, sol: Solution, elapsed: float) -> GroupSolution:
+    """The refit the method asks for (damped with ``spec.damping``), errors and the report facts."""
+    start = time.perf_counter()
     W, b, info = sol.W, sol.b, dict(sol.info)
     if spec.refit and sol.refit and np.any(W != 0):
         r2 = _refit(problem, W, spec.damping)
         W, b = r2.W, r2.b
         info["refit"] = True
-    elapsed = time.perf_counter() - start
+    elapsed += time.perf_counter() - start
     err2, norm2 = _errors(problem, W, b)
     return GroupSolution(
         W=np.asarray(W), b=None if b is None else np.asarray(b), method=method.name, status=sol.status,

@@ -1,6 +1,8 @@
 """One layer's solve: every group (and column block) through its method, the solution as tensors and a report line.
 
-:func:`start_layer` submits a layer's tasks to a :class:`~.tasks.TaskPool`,
+:func:`start_layer` submits a layer's tasks to a :class:`~.tasks.TaskPool`:
+one per group and column block, or one for all the groups of a grouped conv
+whose method solves them together (``Method.solve_groups``);
 :func:`finish_layer` stitches their solutions.
 ``set_values`` writes solved values into the tensors that hold them
 (``weight_orig`` under a ``torch.nn.utils.prune`` reparametrization).
@@ -15,6 +17,7 @@ import torch
 from layertrim.solvers.base.gram import GramStats
 
 from ..methods import STATUS_ORDER, GroupSolution, get_method, solve_group
+from ..methods.solve import solve_groups
 from .capture import _as_numpy
 from .layers import bias_vectors, weight_from_matrices, weight_matrices
 from .report import LayerReport
@@ -41,6 +44,11 @@ def start_layer(name, module, spec, data, *, cascade, gamma, pool: TaskPool, blo
     methods = {spec.method: method}
     if method.linear_fallback is not None:
         methods[method.linear_fallback] = get_method(method.linear_fallback)
+    if len(data.groups) > 1 and method.solve_groups is not None and column_blocks(W0.shape[2], blocks) == [None]:
+        together = pool.submit(solve_groups, spec, data.groups, W0, b0, relu=data.relu, cascade=cascade,
+                               gamma=gamma, methods=methods)
+        futures = [[_Member(together, j)] for j in range(len(data.groups))]
+        return PendingLayer(name=name, module=module, data=data, futures=futures, has_bias=b0 is not None)
     futures = []
     for j, g_data in enumerate(data.groups):
         slices = column_blocks(W0[j].shape[1], blocks)
@@ -52,6 +60,16 @@ def start_layer(name, module, spec, data, *, cascade, gamma, pool: TaskPool, blo
             for cols in slices
         ])
     return PendingLayer(name=name, module=module, data=data, futures=futures, has_bias=b0 is not None)
+
+
+class _Member:
+    """Group ``j``'s solution out of a future of every group's solutions (``result()`` as a future's)."""
+
+    def __init__(self, together, j: int):
+        self.together, self.j = together, j
+
+    def result(self) -> GroupSolution:
+        return self.together.result()[self.j]
 
 
 def solve_block(spec, data, cols, W0, b0, *, relu, cascade, gamma, methods) -> GroupSolution:
