@@ -16,6 +16,7 @@ from layertrim.solvers import LayerTrimError, ParameterError, ShapeError  # noqa
 from seeding import torch_generator, torch_seed  # noqa: E402
 
 layer_solve = importlib.import_module("layertrim.bindings.torch.layer_solve")
+cascade = importlib.import_module("layertrim.bindings.torch.cascade")
 VOCAB = 64
 
 
@@ -178,6 +179,19 @@ def test_block_cascade_equals_the_network_cascade(seed):
         torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_kept_and_recomputed_block_targets_give_the_same_weights(seed, monkeypatch):
+    # one dense pass per block keeps every layer's targets; over TARGET_BYTES each group
+    # runs the dense block again (solved layers swapped back): the same float32 outputs
+    batches = token_batches(seed)
+    a, b = llama(seed), llama(seed)
+    ra = prune(a, batches, method="iht", sparsity=0.5, progress=False)
+    monkeypatch.setattr(cascade, "TARGET_BYTES", 0)
+    rb = prune(b, batches, method="iht", sparsity=0.5, progress=False)
+    assert ra.engine["target_bytes"] > 0 and rb.engine["target_bytes"] == 0
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
 def _block_forwards(n_layer, seed, blocks):
     model = llama(seed, n_layer)
     calls = {"n": 0}
@@ -206,10 +220,12 @@ def _down_proj_calls(seed, n_batches):
 def test_group_captures_stop_once_the_group_has_been_called(seed):
     # down_proj ends a Llama block. From the second batch on, the captures of the
     # groups before it (q/k/v, o, gate/up) stop before reaching it, so each further
-    # batch calls it, per block: once recording the inputs, twice for its own group
-    # (targets and inputs), and twice advancing the two streams past every block but
-    # the last: 5 + 3 = 8 calls per batch (19 if every capture ran whole blocks)
-    assert _down_proj_calls(seed, 3) - _down_proj_calls(seed, 1) == 2 * 8
+    # batch calls it, per block: once recording the inputs, once in the dense pass
+    # that gives every layer's targets (and advances the dense stream), once for
+    # its own group's inputs, and once advancing the pruned stream past every block
+    # but the last: 4 + 3 = 7 calls per batch (8 when each group ran the dense block
+    # for its own targets, 19 if every capture also ran whole blocks)
+    assert _down_proj_calls(seed, 3) - _down_proj_calls(seed, 1) == 2 * 7
 
 
 def test_failure_half_way_leaves_the_model_bit_identical(seed, monkeypatch):

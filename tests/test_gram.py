@@ -1,10 +1,13 @@
 """GramStats / Quadratic: streaming statistics equal the one-shot ones."""
+import re
+
 import numpy as np
 import pytest
 
 from layertrim.solvers import EmptyDataError, GramStats, NonFiniteError, ShapeError
 from layertrim.solvers.base.gram import as_quadratic
 from layertrim.solvers.base.grouped_gram import GroupedGramStats
+from layertrim.solvers.base.validation import check_moments
 
 
 def data(rng, P=500, N=6, M=3, offset=0.0, dtype=np.float64):
@@ -174,3 +177,27 @@ def test_one_group_is_a_plain_gram_stats(rng):
     want = batched(X, Y, n=5)
     assert isinstance(got, GramStats)
     assert np.array_equal(got.xtx(), want.xtx()) and np.array_equal(got.xty(), want.xty())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_grouped_scale_check_gives_the_exact_check_verdict(rng, dtype):
+    # group 1 scaled by 10^a (inputs) and 10^b (targets) across and near every limit of
+    # check_moments: the grouped update raises exactly when the exact per-group check does
+    top = 38 if dtype == np.float32 else 160
+    X, Y = rng.standard_normal((2, 20, 4)), rng.standard_normal((2, 20, 2))
+    for a in range(-top, top + 1, top // 8):
+        for b in range(-top, top + 1, top // 8):
+            Xs, Ys = X.copy(), Y.copy()
+            Xs[1] *= 10.0**a
+            Ys[1] *= 10.0**b
+            Xs, Ys = Xs.astype(dtype), Ys.astype(dtype)
+            try:
+                check_moments(Xs[1], Ys[1])
+                exact = None
+            except NonFiniteError as err:
+                exact = str(err)
+            if exact is None:
+                GroupedGramStats(2).update(Xs, Ys)
+            else:
+                with pytest.raises(NonFiniteError, match=re.escape(exact)):
+                    GroupedGramStats(2).update(Xs, Ys)

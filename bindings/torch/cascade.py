@@ -5,15 +5,21 @@ Layers inside the model's chain of blocks (:mod:`.blocks`: decoder layers,
 ResNet blocks, the modules of a ``nn.Sequential``) are solved block by block
 from cached block inputs, two streams of them: ``H_dense`` (the dense
 network's hidden states, for targets ``Y``) and ``H_pruned`` (the partly
-pruned network's, for inputs ``X``). Within a block the layers are taken in
-execution order, those reading the same tensor (q/k/v, gate/up, a shortcut
-and the first conv) together, and each group costs two block forwards over
-the calibration set, each cut short once the group's layers have had their
-calls (:class:`_CallCounts`); after the block, both streams advance one block. The
-whole chain costs ``O(sum of block forwards)``, i.e. linear in depth, and the
-network is run once (twice when layers before the chain were pruned) to
-record the first block's input and every block's side inputs (masks,
-position embeddings), which are assumed not to depend on the hidden states.
+pruned network's, for inputs ``X``). A block's targets do not depend on
+what is pruned: one forward of the dense block on ``H_dense`` gives every
+layer's targets and ``H_dense`` one block further, and the targets are kept
+for the block's groups while they take at most :data:`TARGET_BYTES` (else
+each group runs the dense block again, with the block's solved layers at
+their dense values). Within a block the layers are taken in execution
+order, those reading the same tensor (q/k/v, gate/up, a shortcut and the
+first conv) together, and each group costs one block forward on
+``H_pruned`` over the calibration set, cut short once the group's layers
+have had their calls (:class:`_CallCounts`); after the block, ``H_pruned``
+advances one block. The whole chain costs ``O(sum of block forwards)``,
+i.e. linear in depth, and the network is run once (twice when layers before
+the chain were pruned) to record the first block's input and every block's
+side inputs (masks, position embeddings), which are assumed not to depend
+on the hidden states.
 
 Layers outside the chain (a stem before it, a classifier head after it)
 are solved as before: one capture over the whole network per layer, with the
@@ -21,8 +27,9 @@ solved layers swapped back to their dense values for the target pass.
 
 Cached memory: ``2 * N * bytes(h)`` for ``N`` calibration batches of hidden
 state ``h`` (the larger of two consecutive blocks' inputs, while a block
-runs), plus one group's statistics (see :mod:`.capture`);
-``PruneReport.engine["cache_bytes"]`` reports the peak.
+runs), plus one block's targets (at most :data:`TARGET_BYTES`), plus one
+group's statistics (see :mod:`.capture`); ``PruneReport.engine["cache_bytes"]``
+and ``["target_bytes"]`` report the peaks.
 """
 from __future__ import annotations
 
@@ -38,6 +45,10 @@ from .layer_solve import finish_layer, param_tensor, set_values
 from .layers import named_layers, output_rows, unfold_input
 from .modes import eval_mode
 from .passes import TargetSwap
+
+
+#: the most bytes of a block's layer outputs kept as targets for its groups
+TARGET_BYTES = 1 << 30
 
 
 def _inside(unit: str, name: str) -> bool:
@@ -67,7 +78,7 @@ class Cascade:
         self.solved = OrderedDict()
         self.dense_values = []
         self.detected = relu_layers(model)
-        self.engine = {"chain_blocks": 0, "network_passes": 0, "cache_bytes": 0}
+        self.engine = {"chain_blocks": 0, "network_passes": 0, "cache_bytes": 0, "target_bytes": 0}
 
     def _relu(self, name) -> bool:
         return dict(self.run.relu or {}).get(name, name in self.detected)
@@ -101,11 +112,11 @@ class Cascade:
             self.engine["cache_bytes"] = max(self.engine["cache_bytes"], dense.nbytes() + (
                 0 if pruned is dense else pruned.nbytes()))
             last = i + 1 == len(units)
-            ahead = None if last else dense.advance(module, i)
+            ahead, targets = self._dense_block(module, i, names, dense, last)
             unit_values = []
             for group in _groups(names, calls):
                 self.bar.set_postfix_str(",".join(group))
-                captured = self._capture_group(module, i, group, dense, pruned, keeps, unit_values)
+                captured = self._capture_group(module, i, group, dense, pruned, keeps, unit_values, targets)
                 pending = {name: self.run.start(name, ld, cascade=True) for name, ld in captured.items()}
                 for name in captured:  # the group's layers share their input: solved concurrently
                     before = len(self.dense_values)
@@ -119,8 +130,46 @@ class Cascade:
                 dense = dense.moved(ahead, tail)
                 pruned = dense if shared else pruned.moved(ahead_pruned, tail)
 
-    def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values) -> dict:
-        """Targets from block ``i`` at its dense values on ``H_dense``, inputs from it as it is on ``H_pruned``."""
+    def _dense_block(self, module, i, names, dense: "_Stream", last: bool):
+        """Block ``i`` (every layer still dense) on ``H_dense``, once per batch: ``(ahead, targets)``.
+
+        ``ahead``: the next block's dense inputs (None after the last block).
+        ``targets``: per layer of ``names``, per batch, its outputs (one entry
+        per call); None when they would take more than :data:`TARGET_BYTES`.
+        """
+        targets = {n: [[] for _ in dense.hidden] for n in names}
+        state = {"batch": 0, "bytes": 0, "keep": bool(names)}
+
+        def hook(name):
+            def record(m, x, y):
+                if state["keep"]:
+                    rows = output_rows(m, y).cpu()
+                    state["bytes"] += rows.numel() * rows.element_size()
+                    state["keep"] = state["bytes"] <= TARGET_BYTES
+                    targets[name][state["batch"]].append(rows)
+            return record
+
+        handles = [layer_hook(self.modules, n, hook(n)) for n in names]
+        ahead = []
+        try:
+            for b in range(len(dense.hidden)):
+                if last and not state["keep"]:
+                    break
+                state["batch"] = b
+                out = dense.call(module, i, b)
+                if not last:
+                    ahead.append(first_tensor(out))
+        finally:
+            for h in handles:
+                h.remove()
+        if not state["keep"]:
+            return (None if last else ahead), None
+        self.engine["target_bytes"] = max(self.engine["target_bytes"], state["bytes"])
+        return (None if last else ahead), targets
+
+    def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values, targets) -> dict:
+        """Targets from block ``i`` at its dense values on ``H_dense`` (``targets``, recorded by
+        :meth:`_dense_block`, where given), inputs from it as it is on ``H_pruned``."""
         run = self.run
         cols = {n: Collector(n, self.modules[n], run.modes()[n], run.max_rows, run.seed) for n in group}
         phase = {"now": "targets"}
@@ -139,7 +188,13 @@ class Cascade:
             for b, keep in enumerate(keeps):
                 for col in cols.values():
                     col.keep = keep
-                if pruned is dense and not unit_values:
+                if targets is not None:
+                    for n in group:
+                        cols[n].outputs.extend(targets[n][b])
+                        targets[n][b] = None  # released as soon as it is used
+                    phase["now"] = "inputs"
+                    calls.run(pruned.call, module, i, b)
+                elif pruned is dense and not unit_values:
                     phase["now"] = "both"
                     calls.run(dense.call, module, i, b)
                 else:

@@ -42,8 +42,9 @@ class PruneReport:
     ``skipped`` maps layers left unchanged to the reason (e.g. a weight tied
     to another module). ``engine`` holds the cost facts of the run:
     ``chain_blocks`` (blocks run from cached inputs), ``network_passes``
-    (captures over the whole network) and ``cache_bytes`` (peak bytes of
-    cached block inputs), see :mod:`.cascade`.
+    (captures over the whole network), ``cache_bytes`` (peak bytes of
+    cached block inputs) and ``target_bytes`` (peak bytes of one block's
+    layer outputs kept as targets), see :mod:`.cascade`.
     """
 
     layers: list

@@ -7,8 +7,8 @@ costs ``C`` small updates, each dominated by its fixed Python cost (about
 :class:`GroupedGramStats` forms the moments of all groups with stacked
 arrays, ``Sxx[g] = Xc[g]^T Xc[g]`` by one batched product, and merges them
 with the same Chan update (:func:`~.gram.merged_moments`), so a batch costs
-a few array operations and one scale check (:func:`~.validation.check_moments`)
-per group.
+a few array operations. Each group's scale check (:func:`~.validation.check_moments`)
+runs on its own only where the batched squared norms come near a limit.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import EmptyDataError, ShapeError
 from .gram import GramStats, merged_moments
-from .validation import check_moments
+from .validation import check_moments, clearly_representable
 
 
 class GroupedGramStats:
@@ -49,10 +49,12 @@ class GroupedGramStats:
                              f"{Ya.shape} {Ya.dtype}")
         if Xa.shape[1] == 0:
             raise EmptyDataError("a batch with no samples")
-        for x, y in zip(Xa, Ya):  # each group's data within what the solvers can represent
-            check_moments(x, y)
-        self._dtype32 &= Xa.dtype == np.float32 and Ya.dtype == np.float32
         Xd, Yd = Xa.astype(np.float64, copy=False), Ya.astype(np.float64, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.einsum("gbn,gbn->g", Xd, Xd), np.einsum("gbm,gbm->g", Yd, Yd)
+        for g in np.flatnonzero(~clearly_representable(*norms, Xa.dtype)):  # within what solvers represent
+            check_moments(Xa[g], Ya[g])
+        self._dtype32 &= Xa.dtype == np.float32 and Ya.dtype == np.float32
         if self.n_samples and (Xd.shape[2], Yd.shape[2]) != self._moments[3].shape[1:]:
             raise ShapeError(f"batch has {Xd.shape[2]} features and {Yd.shape[2]} outputs per group; "
                              f"earlier batches had {self._moments[3].shape[1:]}")

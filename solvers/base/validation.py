@@ -108,15 +108,33 @@ def check_moments(X: np.ndarray, Y: np.ndarray) -> None:
             )
     if sx > 0 and sy > 0:
         ratio = np.sqrt(sy) / np.sqrt(sx)
-        limit = np.sqrt(np.finfo(np.float64).max)
-        if X.dtype == np.float32:
-            limit = min(limit, float(np.finfo(np.float32).max))
-        if not ratio < limit:
+        if not ratio < _ratio_limit(X.dtype):
             raise NonFiniteError(
                 f"X and Y are scaled far apart: the weights would be of the order ||Y||_F / ||X||_F = "
                 f"{ratio:.3g}, beyond what {X.dtype} solvers can represent; rescale X or Y to comparable "
                 "magnitudes (e.g. divide each by its largest entry)"
             )
+
+
+def _ratio_limit(dtype) -> float:
+    """The largest ``||Y||_F / ||X||_F`` whose square (and, for float32 data, itself) is representable."""
+    limit = float(np.sqrt(np.finfo(np.float64).max))
+    return min(limit, float(np.finfo(np.float32).max)) if dtype == np.float32 else limit
+
+
+#: how far inside every limit of :func:`check_moments` squared norms summed in any order must lie
+#: to be accepted without the exact check (rounding moves them by far less)
+_MARGIN = 1e3
+
+
+def clearly_representable(sx: np.ndarray, sy: np.ndarray, dtype) -> np.ndarray:
+    """Where squared norms ``sx = ||X_g||_F^2``, ``sy = ||Y_g||_F^2`` (arrays, summed in any order) pass
+    :func:`check_moments` with a margin of ``1e3`` on every limit; elsewhere run the exact check."""
+    big = np.finfo(np.float64).max / _MARGIN
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ratio = np.sqrt(sy) / np.sqrt(sx)
+        ok = (sx < big) & (sy < big)
+        return ok & ((sx == 0) | (sy == 0) | (ratio < _ratio_limit(dtype) / _MARGIN))
 
 
 #: the advice of every NonFiniteError about overflowing statistics
