@@ -14,7 +14,7 @@ their dense values). Within a block the layers are taken in execution
 order, those reading the same tensor (q/k/v, gate/up, a shortcut and the
 first conv) together, and each group costs one block forward on
 ``H_pruned`` over the calibration set, cut short once the group's layers
-have had their calls (:class:`_CallCounts`); after the block, ``H_pruned``
+have had their calls (:class:`~.block_streams.CallCounts`); after the block, ``H_pruned``
 advances one block. The whole chain costs ``O(sum of block forwards)``,
 i.e. linear in depth, and the network is run once (twice when layers before
 the chain were pruned) to record the first block's input and every block's
@@ -39,7 +39,8 @@ import torch
 
 from .attention import attention_host, layer_hook
 from .batches import model_batches, module_device
-from .blocks import find_chain, first_tensor, trace_calls
+from .block_streams import CallCounts, record_inputs
+from .blocks import find_chain, trace_calls
 from .capture import Collector, capture, relu_layers
 from .layer_solve import finish_layer, param_tensor, set_values
 from .layers import named_layers, output_rows, unfold_input
@@ -105,14 +106,15 @@ class Cascade:
     def chain(self, units, calls, order) -> None:
         """Every layer of ``order`` inside the chain ``units``, block by block."""
         self.engine["chain_blocks"] = len(units)
-        dense, pruned, keeps = _record_inputs(self.model, self.run.data, units, self.modules, self.dense_values)
+        dense, pruned, keeps = record_inputs(self.model, self.run.data, units, self.modules, self.dense_values)
         for i, unit in enumerate(units):
             module = self.modules[unit.name]
             names = [n for n in order if _inside(unit.name, n)]
             self.engine["cache_bytes"] = max(self.engine["cache_bytes"], dense.nbytes() + (
                 0 if pruned is dense else pruned.nbytes()))
             last = i + 1 == len(units)
-            ahead, targets = self._dense_block(module, i, names, dense, last)
+            ahead, targets, target_bytes = dense.dense_pass(module, i, names, self.modules, last, TARGET_BYTES)
+            self.engine["target_bytes"] = max(self.engine["target_bytes"], target_bytes)
             unit_values = []
             for group in _groups(names, calls):
                 self.bar.set_postfix_str(",".join(group))
@@ -130,50 +132,13 @@ class Cascade:
                 dense = dense.moved(ahead, tail)
                 pruned = dense if shared else pruned.moved(ahead_pruned, tail)
 
-    def _dense_block(self, module, i, names, dense: "_Stream", last: bool):
-        """Block ``i`` (every layer still dense) on ``H_dense``, once per batch: ``(ahead, targets)``.
-
-        ``ahead``: the next block's dense inputs (None after the last block).
-        ``targets``: per layer of ``names``, per batch, its outputs (one entry
-        per call); None when they would take more than :data:`TARGET_BYTES`.
-        """
-        targets = {n: [[] for _ in dense.hidden] for n in names}
-        state = {"batch": 0, "bytes": 0, "keep": bool(names)}
-
-        def hook(name):
-            def record(m, x, y):
-                if state["keep"]:
-                    rows = output_rows(m, y).cpu()
-                    state["bytes"] += rows.numel() * rows.element_size()
-                    state["keep"] = state["bytes"] <= TARGET_BYTES
-                    targets[name][state["batch"]].append(rows)
-            return record
-
-        handles = [layer_hook(self.modules, n, hook(n)) for n in names]
-        ahead = []
-        try:
-            for b in range(len(dense.hidden)):
-                if last and not state["keep"]:
-                    break
-                state["batch"] = b
-                out = dense.call(module, i, b)
-                if not last:
-                    ahead.append(first_tensor(out))
-        finally:
-            for h in handles:
-                h.remove()
-        if not state["keep"]:
-            return (None if last else ahead), None
-        self.engine["target_bytes"] = max(self.engine["target_bytes"], state["bytes"])
-        return (None if last else ahead), targets
-
     def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values, targets) -> dict:
         """Targets from block ``i`` at its dense values on ``H_dense`` (``targets``, recorded by
-        :meth:`_dense_block`, where given), inputs from it as it is on ``H_pruned``."""
+        :meth:`~.block_streams.Stream.dense_pass`, where given), inputs from it as it is on ``H_pruned``."""
         run = self.run
         cols = {n: Collector(n, self.modules[n], run.modes()[n], run.max_rows, run.seed) for n in group}
         phase = {"now": "targets"}
-        calls = _CallCounts(group)
+        calls = CallCounts(group)
 
         def hook(m, x, y, col=None):
             if phase["now"] != "inputs":
@@ -210,103 +175,6 @@ class Cascade:
             for h in handles:
                 h.remove()
         return {n: col.result(self._relu(n)) for n, col in cols.items()}
-
-
-class _GroupCaptured(Exception):
-    """Raised from a hook to end a block forward once every layer of the group has been called."""
-
-
-class _CallCounts:
-    """Stops a block forward early, as soon as each layer of a group has had its calls.
-
-    The first batch runs the whole block and counts every layer's calls (a layer
-    inside a loop is called more than once); later batches stop at the call
-    that completes those counts, skipping the rest of the block (the layers
-    after the group: about half a block forward on average). Where a layer
-    was never called on the first batch nothing stops early.
-    """
-
-    def __init__(self, group):
-        self.group, self.fired, self.expected, self.learning = list(group), {}, None, True
-
-    def seen(self, name) -> None:
-        self.fired[name] = self.fired.get(name, 0) + 1
-        if self.expected is not None and all(self.fired.get(n, 0) >= c for n, c in self.expected.items()):
-            raise _GroupCaptured
-
-    def run(self, call, *args) -> None:
-        self.fired = {}
-        try:
-            call(*args)
-        except _GroupCaptured:
-            pass
-
-    def learn(self) -> None:
-        """After the first batch: the counts to stop at (``None``: never stop early)."""
-        if self.learning and all(self.fired.get(n, 0) for n in self.group):
-            self.expected = dict(self.fired)
-        self.learning = False
-
-
-class _Stream:
-    """Cached hidden states over the calibration batches and every block's side inputs per batch."""
-
-    def __init__(self, hidden: list, sides: list):
-        self.hidden, self.sides = hidden, sides
-
-    def call(self, module, i, b):
-        """Block ``i`` on batch ``b`` (on a copy: a block may change its input in place)."""
-        args, kwargs = self.sides[b][i]
-        return module(self.hidden[b].clone(), *args, **kwargs)
-
-    def advance(self, module, i) -> list:
-        return [first_tensor(self.call(module, i, b)) for b in range(len(self.hidden))]
-
-    def moved(self, hidden, tail) -> "_Stream":
-        """The stream one block further: ``hidden`` reshaped to the next block's input (``tail``)."""
-        return _Stream([h if tail is None else h.reshape(h.shape[0], *tail) for h in hidden], self.sides)
-
-    def nbytes(self) -> int:
-        return sum(h.numel() * h.element_size() for h in self.hidden)
-
-
-def _record_inputs(model, data, units, modules, dense_values):
-    """Per batch: the first block's input and every block's side inputs, for both streams.
-
-    Returns ``(H_dense, H_pruned, keeps)`` as :class:`_Stream` s, one object
-    when nothing before the chain has been solved (the streams coincide).
-    """
-    seen = {}
-
-    def grab(i):
-        def pre(m, args, kwargs):
-            if i not in seen:
-                seen[i] = (args[0].clone() if i == 0 else None, (tuple(args[1:]), dict(kwargs)))
-        return pre
-
-    handles = [modules[u.name].register_forward_pre_hook(grab(i), with_kwargs=True) for i, u in enumerate(units)]
-    swap = TargetSwap(dense_values)
-    phases = ("dense", "pruned") if swap.pairs else ("dense",)
-    hidden = {p: [] for p in phases}
-    sides = {p: [] for p in phases}
-    keeps = []
-    try:
-        for batch in model_batches(model, data, module_device(model)):
-            keeps.append(batch.keep())
-            for phase in phases:
-                seen.clear()
-                if phase == "dense" and swap.pairs:
-                    with swap.targets():
-                        batch(model)
-                else:
-                    batch(model)
-                hidden[phase].append(seen[0][0])
-                sides[phase].append([seen[i][1] for i in range(len(units))])
-    finally:
-        for h in handles:
-            h.remove()
-    dense = _Stream(hidden["dense"], sides["dense"])
-    return dense, (_Stream(hidden["pruned"], sides["pruned"]) if swap.pairs else dense), keeps
 
 
 def solve_cascade(model, run, names, snapshot, bar, *, blocks=True) -> tuple:

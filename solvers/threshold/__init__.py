@@ -7,7 +7,8 @@
 - :func:`iht`: ``min (1/2P)||X W + 1 b^T - Y||_F^2  s.t.  W in pattern`` by
   accelerated iterative hard thresholding (:mod:`.iteration`), with exact
   exchange refinement (:mod:`.swaps`) and N:M input permutations
-  (:mod:`.permutation`);
+  (:mod:`.permutation`); :func:`~.iht_batch.iht_batch` runs it on many small
+  problems at once (the channels of a depthwise conv);
 - :func:`l0_admm`: the same problem by ADMM with a growing penalty
   (:mod:`.admm_iteration`), then refits and exchanges: the lowest loss;
 - :func:`backward_group_selection`: greedy least-squares channel selection;

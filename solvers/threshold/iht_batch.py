@@ -24,20 +24,18 @@ test is handed to that function as it is. So each group's result is
 """
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
 import numpy as np
 
 from ..base.errors import ConvergenceWarning, ParameterError, ShapeError
-from ..base.gram import Quadratic
 from ..base.patterns import parse_pattern
 from ..base.result import Result
 from ..base.validation import check_scalar
+from .iteration import jacobi_scaling
 from .projection import topk_by_partition
 from .refit import RCOND, _psd_solve
-from .iteration import jacobi_scaling
 
 #: the pattern kinds :func:`iht_batch` selects in one batched call
 PATTERNS = ("unstructured", "per_output")
