@@ -17,6 +17,7 @@ from ..base.backend import as_quadratic_any, intercept_for, is_foreign, like, lo
 from ..base.errors import ShapeError
 from ..base.gram import Quadratic
 from ..base.result import Result
+from ..base.side_by_side import map_side_by_side
 from ..base.validation import check_array, check_scalar
 from .low_rank import gram_factor
 
@@ -134,24 +135,26 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
     diag = np.diag(q.G)
     alive = diag > RCOND * max(float(diag.max(initial=0.0)), np.finfo(float).tiny)
     rank_bound = q.n_samples - int(q.intercept)
-    factor = None
-    n_groups = n_regularized = 0
-    for rows, cols in support_groups(mask):
-        n_groups += 1
-        rows = rows[alive[rows]]
-        if rows.size == 0:
-            continue
-        if rows.size > rank_bound:  # G_SS is singular: solve through the rank-r factor
-            factor = factor or gram_factor(q.G, C, RCOND)
-            sol, regularized = factor.solve(rows, cols, ridge, _psd_solve), True
-        else:
-            A = q.G[np.ix_(rows, rows)]
-            if ridge:
-                A = A + ridge * np.eye(rows.size)
-            sol, regularized = _psd_solve(A, C[np.ix_(rows, cols)])
+    groups = [(rows[alive[rows]], cols) for rows, cols in support_groups(mask)]
+    solved = [(rows, cols) for rows, cols in groups if rows.size]
+    wide = [rows.size for rows, _ in solved if rows.size > rank_bound]
+    factor = gram_factor(q.G, C, RCOND) if wide else None  # G_SS singular there: the rank-r factor
+
+    def solve(group):
+        rows, cols = group
+        if rows.size > rank_bound:
+            return factor.solve(rows, cols, ridge, _psd_solve), True
+        A = q.G[np.ix_(rows, rows)]
+        if ridge:
+            A = A + ridge * np.eye(rows.size)
+        return _psd_solve(A, C[np.ix_(rows, cols)])
+
+    work = sum(rows.size**3 / 3.0 for rows, _ in solved if rows.size <= rank_bound) + rank_bound**2 * sum(wide)
+    n_regularized = 0
+    for (rows, cols), (sol, regularized) in zip(solved, map_side_by_side(solve, solved, work)):
         n_regularized += regularized
         W[np.ix_(rows, cols)] += sol
-    return W, {"n_groups": n_groups, "n_regularized": n_regularized}
+    return W, {"n_groups": len(groups), "n_regularized": n_regularized}
 
 
 def _refit_xp(q: Quadratic, mask, ridge: float, anchor):
