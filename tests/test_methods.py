@@ -14,10 +14,11 @@ from layertrim.bindings.methods import (  # noqa: E402
     get_method,
     register_method,
     registered_methods,
+    squared_error,
     unregister_method,
 )
 from layertrim.bindings.torch import prune, sparsity  # noqa: E402
-from layertrim.solvers import ParameterError  # noqa: E402
+from layertrim.solvers import GramStats, ParameterError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,18 @@ def test_user_hook_handles_work_after_a_failed_prune(calib, monkeypatch):
     handle.remove()
     model(x)
     assert calls == [1], "the user's handle no longer removes the hook"
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_squared_error_from_statistics_equals_the_rows(rng, with_bias):
+    X = rng.standard_normal((300, 6)) * 3.0 + 5.0  # far from centered: the uncentered form would cancel
+    X[:, 2] = 1.5  # a constant input
+    Y = X @ rng.standard_normal((6, 4)) + rng.standard_normal((300, 4))
+    W, b = rng.standard_normal((6, 4)), rng.standard_normal(4) if with_bias else None
+    stats = GramStats()
+    for part in np.array_split(np.arange(300), 3):
+        stats.update(X[part], Y[part])
+    got, got_norm = squared_error(stats, W, b)
+    want, want_norm = squared_error((X, Y), W, b)  # the residuals themselves
+    # float64 moments against float64 residuals: rounding of 300 O(100) terms
+    np.testing.assert_allclose([got, got_norm], [want, want_norm], rtol=1e-10)

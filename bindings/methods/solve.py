@@ -74,16 +74,18 @@ class GroupSolution:
 
 
 def squared_error(data, W, b):
-    """``(||X W + 1 b^T - Y||_F^2, ||Y||_F^2)`` from Gram statistics or ``(X, Y)``."""
+    """``(||X W + 1 b^T - Y||_F^2, ||Y||_F^2)`` from Gram statistics or ``(X, Y)``.
+
+    From statistics, with the centered moments ``Sxx``, ``Sxy``, ``syy`` and
+    the means (the cross terms of the centered rows vanish):
+    ``tr(W^T Sxx W) - 2 tr(W^T Sxy) + sum(syy) + P ||x_mean W + b - y_mean||^2``.
+    """
     if isinstance(data, GramStats):
         W = np.asarray(W, dtype=np.float64)
         P = data.n_samples
-        yy = float(data.yty_diag().sum())
-        err = float(np.sum(W * (data.xtx() @ W)) - 2.0 * np.sum(W * data.xty()) + yy)
-        if b is not None:
-            b = np.asarray(b, dtype=np.float64)
-            err += 2.0 * P * float(b @ (data.x_mean @ W)) - 2.0 * P * float(b @ data.y_mean) + P * float(b @ b)
-        return max(err, 0.0), yy
+        shift = data.x_mean @ W - data.y_mean + (0.0 if b is None else np.asarray(b, dtype=np.float64))
+        err = float(np.sum(W * (data.Sxx @ W)) - 2.0 * np.sum(W * data.Sxy) + data.syy.sum() + P * (shift @ shift))
+        return max(err, 0.0), float(data.yty_diag().sum())
     X, Y = data
     pred = X.astype(np.float64) @ W + (0.0 if b is None else b)
     return float(np.sum((pred - Y) ** 2)), float(np.sum(Y.astype(np.float64) ** 2))

@@ -17,13 +17,18 @@ Two storage modes:
     Streamed :class:`~layertrim.solvers.GramStats` per group (float64): enough
     for every squared-loss solver, whatever the number of samples. The groups
     of a grouped conv are accumulated together
-    (:class:`~layertrim.solvers.base.grouped_gram.GroupedGramStats`).
+    (:class:`~layertrim.solvers.base.grouped_gram.GroupedGramStats`). Batches
+    are pooled until they hold ``max(1024, K/g)`` rows before each update: an
+    update merges ``O((K/g)^2)`` moments whatever its rows, so a layer seen
+    at a few positions per image (4,608 inputs on 16 rows per batch at 1x1
+    resolution) would otherwise spend most of its capture merging.
 
 Peak memory per captured layer, with ``K``/``M`` summed over groups, ``R =
-max_rows`` and ``P_b`` the rows of one batch (images x output positions):
-rows mode ``4 (R + 2 P_b) (K + M)`` bytes; gram mode ``8 (K K/g + K M/g) +
-4 * 2 P_b (K + M)`` bytes (per-group Gram blocks plus one batch of unfolded
-inputs and outputs from each of the two models).
+max_rows``, ``P_b`` the rows of one batch (images x output positions) and
+``P_u = max(1024, K/g) + P_b`` the rows pooled for one update: rows mode
+``4 (R + 2 P_b) (K + M)`` bytes; gram mode ``8 (K K/g + K M/g) + 4 (P_u +
+2 P_b) (K + M)`` bytes (per-group Gram blocks, the pooled rows, and one
+batch of unfolded inputs and outputs from each of the two models).
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ from layertrim.solvers.base.validation import check_choice, check_scalar
 
 from .attention import explicit_attention
 from .batches import model_batches, module_device
-from .layers import n_groups
+from .layers import input_features, n_groups
 from .passes import TargetSwap, register_hooks
 from .reservoir import RowReservoir
 from .selection import select_layers
@@ -101,6 +106,10 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return (t if t.dtype in (torch.float32, torch.float64) else t.float()).numpy()
 
 
+#: the fewest rows pooled for one update of a layer's Gram statistics
+POOLED_ROWS = 1024
+
+
 class Collector:
     """The rows of one layer: hooks append ``inputs``/``outputs`` of a batch, :meth:`flush` stores them.
 
@@ -115,6 +124,8 @@ class Collector:
         self.inputs, self.outputs = [], []
         self.rows_seen = 0
         self.keep = None
+        self.pooled, self.pooled_rows = [], 0
+        self.update_rows = max(POOLED_ROWS, input_features(module) if mode == "gram" else 0)
 
     def _rows(self, X, Y):
         if X.shape[1] != Y.shape[1]:
@@ -139,10 +150,23 @@ class Collector:
             if self.reservoir is not None:
                 self.reservoir.add(X, Y)
             else:
-                self.stats.update(X, Y)
+                self.pooled.append((X, Y))
+                self.pooled_rows += X.shape[1]
         self.inputs, self.outputs = [], []
+        if self.pooled_rows >= self.update_rows:
+            self._update()
+
+    def _update(self) -> None:
+        """Add the pooled rows to the statistics in one update."""
+        if self.pooled:
+            X = np.concatenate([x for x, _ in self.pooled], axis=1)
+            Y = np.concatenate([y for _, y in self.pooled], axis=1)
+            self.pooled, self.pooled_rows = [], 0
+            self.stats.update(X, Y)
 
     def result(self, relu: bool) -> LayerData:
+        if self.reservoir is None:
+            self._update()
         groups = self.reservoir.groups() if self.reservoir is not None else self.stats.groups()
         return LayerData(self.name, self.mode, groups, relu, self.rows_seen)
 

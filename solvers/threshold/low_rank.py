@@ -57,7 +57,7 @@ def gram_factor(G: np.ndarray, C: np.ndarray, rcond: float) -> GramFactor:
     if info < 0:
         raise ValueError(f"dpstrf rejected argument {-info}")
     F = np.zeros((rank, G.shape[0]))
-    F[:, piv[: G.shape[0]] - 1] = np.tril(c)[:, :rank].T
+    F[:, piv[: G.shape[0]] - 1] = np.tril(c[:, :rank]).T
     if not rank:
         return GramFactor(F=F, E=np.zeros((0, C.shape[1])))
     Fn = F / np.sqrt(scale)  # F C alone can overflow where G and C do not
