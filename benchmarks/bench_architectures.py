@@ -9,22 +9,29 @@ GPT-2 / Llama configurations with 4, 8 and 16 blocks (width 128, 64 tokens),
 on 128 calibration samples: ``prune(method, sparsity=0.5)`` in the cascade
 scheme with the block engine (``blocks=True``, the default) and, for the same
 model and data in the same run, the network-level engine (``blocks=False``:
-every layer captured over the whole network). Each run is a fresh process,
-so its peak RSS is its own. Printed per row: seconds, peak RSS (MiB), the
-relative output error ``||f_pruned(x) - f(x)|| / ||f(x)||`` on held-out
-inputs, and the speedup of the block engine; then the exponent of time vs
-depth fitted on the 4/8/16-block models (1 = linear).
+every layer captured over the whole network); with ``--engines ... before``
+also the cascade as it was before the block engine (commit ``959e790``,
+checked out by ``git worktree`` into a temporary folder and imported in place
+of this repository's package; after a warm-up run that fills its compiled
+kernel cache). Each run is a fresh process, so its peak RSS is its own.
+Printed per row: seconds, peak RSS (MiB), the relative output error
+``||f_pruned(x) - f(x)|| / ||f(x)||`` on held-out inputs, and the speedups of
+the block engine over the network engine and over the cascade before it;
+then the exponent of time vs depth fitted on the 4/8/16-block models (1 =
+linear).
 
-Usage: ``python benchmarks/bench_architectures.py [--method iht] [--models ...] [--engines blocks network]``
+Usage: ``python benchmarks/bench_architectures.py [--method iht] [--models ...] [--engines blocks network before]``
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +41,8 @@ from layertrim.bindings.torch.hf_imports import import_transformers
 
 ROOT = Path(__file__).resolve().parent
 SAMPLES, SEQ, VOCAB = 128, 64, 256
+#: the last commit before the block engine, and where a run finds its checkout
+BEFORE, BEFORE_ENV = "959e790", "LAYERTRIM_BEFORE"
 
 
 def _lm(kind: str, depth: int):
@@ -102,25 +111,48 @@ def _output(model, batch):
 def one(name: str, engine: str, method: str, refit: bool = True, threads: int = 2, damping: float = 0.0) -> dict:
     """One prune in this process (``threads`` in torch and numpy's BLAS): seconds, peak RSS,
     output error on a held-out batch, engine facts."""
+    if engine == "before":
+        _use_before(os.environ[BEFORE_ENV])
     from layertrim.bindings.torch import limit_threads, prune
 
+    options = {} if engine == "before" else {"blocks": engine == "blocks", "damping": damping}
     with limit_threads(threads):
-        return _one(name, engine, method, refit, prune, damping)
+        return _one(name, engine, method, refit, prune, options)
 
 
-def _one(name, engine, method, refit, prune, damping) -> dict:
+def _one(name, engine, method, refit, prune, options) -> dict:
     model, calib, held = build(name)
     with torch.no_grad():
         dense = _output(model, held)
     start = time.perf_counter()
-    report = prune(model, calib, method=method, sparsity=0.5, progress=False, blocks=engine == "blocks", refit=refit,
-                   damping=damping)
+    report = prune(model, calib, method=method, sparsity=0.5, progress=False, refit=refit, **options)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         err = float((_output(model, held) - dense).norm() / dense.norm())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"model": name, "engine": engine, "seconds": seconds, "rss_mib": rss, "rel_error": err,
-            "layers": len(report.layers), "skipped": len(report.skipped), **report.engine}
+            "layers": len(report.layers), "skipped": len(report.skipped), **getattr(report, "engine", {})}
+
+
+def _checkout_before(tmp: Path) -> Path:
+    """A package folder whose ``layertrim`` is commit :data:`BEFORE` (a git worktree in ``tmp``)."""
+    subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "add", "--detach", "-f", str(tmp / "src"), BEFORE],
+                   check=True, capture_output=True)
+    pkg = tmp / "pkg" / "layertrim"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").touch()
+    for sub in ("solvers", "bindings"):
+        (pkg / sub).symlink_to(tmp / "src" / sub)
+    return tmp / "pkg"
+
+
+def _use_before(folder: str) -> None:
+    """Import ``layertrim`` from ``folder`` from now on (not the installed, editable package)."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__name__.lower()
+                        and "editable" not in type(f).__module__.lower()]
+    for key in [k for k in sys.modules if k == "layertrim" or k.startswith("layertrim.")]:
+        del sys.modules[key]
+    sys.path.insert(0, folder)
 
 
 def _run(name, engine, method, timeout, refit, threads, damping):
@@ -131,6 +163,15 @@ def _run(name, engine, method, timeout, refit, threads, damping):
     except subprocess.TimeoutExpired:
         return {"model": name, "engine": engine, "seconds": math.inf, "note": f"over {timeout} s"}
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _ratio(base, row, timeout) -> str:
+    """``base``'s seconds over ``row``'s ("" without a base row; a lower bound when the base timed out)."""
+    if base is None:
+        return ""
+    if math.isfinite(base["seconds"]):
+        return f"{base['seconds'] / row['seconds']:.1f}x"
+    return f">{timeout / row['seconds']:.1f}x"
 
 
 def _depth_exponent(rows, kind, engine):
@@ -161,21 +202,28 @@ def main(argv=None) -> None:
     if args.one:
         print(json.dumps(one(args.one, args.engine, args.method, args.refit, args.threads, args.damping)))
         return
-    rows = [_run(m, e, args.method, args.timeout, args.refit, args.threads, args.damping)
-            for m in args.models for e in args.engines]
+    with tempfile.TemporaryDirectory() as tmp:
+        if "before" in args.engines:
+            os.environ[BEFORE_ENV] = str(_checkout_before(Path(tmp)))
+            _run("gpt2-4", "before", args.method, args.timeout, args.refit, args.threads, args.damping)  # warm-up
+        try:
+            rows = [_run(m, e, args.method, args.timeout, args.refit, args.threads, args.damping)
+                    for m in args.models for e in args.engines]
+        finally:
+            if "before" in args.engines:
+                subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "remove", "--force", str(Path(tmp) / "src")],
+                               check=False, capture_output=True)
     print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}, damping={args.damping}), cascade, "
           f"{SAMPLES} calibration samples, {args.threads} thread(s)")
     print(f"{'model':14s} {'engine':8s} {'seconds':>9s} {'RSS MiB':>8s} {'out err':>8s} {'blocks':>6s} "
-          f"{'passes':>6s} {'speedup':>8s}")
+          f"{'passes':>6s} {'speedup':>8s} {'vs before':>9s}")
     by = {(r["model"], r["engine"]): r for r in rows}
     for r in rows:
-        base = by.get((r["model"], "network"))
-        speed = "" if r["engine"] != "blocks" or base is None else (
-            f"{base['seconds'] / r['seconds']:7.1f}x" if math.isfinite(base["seconds"])
-            else f">{args.timeout / r['seconds']:.1f}x")
+        speed = [_ratio(by.get((r["model"], e)), r, args.timeout) if r["engine"] == "blocks" else ""
+                 for e in ("network", "before")]
         print(f"{r['model']:14s} {r['engine']:8s} {r['seconds']:9.1f} {r.get('rss_mib', math.nan):8.0f} "
               f"{r.get('rel_error', math.nan):8.4f} {r.get('chain_blocks', 0):6d} {r.get('network_passes', 0):6d} "
-              f"{speed:>8s}" + (f"  {r['note']}" if "note" in r else ""))
+              f"{speed[0]:>8s} {speed[1]:>9s}" + (f"  {r['note']}" if "note" in r else ""))
     for kind in ("gpt2", "llama"):
         for engine in args.engines:
             k = _depth_exponent(rows, kind, engine)
