@@ -72,6 +72,9 @@ def test_registry_rejects_bad_methods_and_duplicates(toy):
     with pytest.raises(ParameterError, match="targets"):
         Method(name="bad", data="gram", targets=("budget",), patterns=("unstructured",),
                options=frozenset(), solve=_keep_largest_per_column)
+    with pytest.raises(ParameterError, match="solve_groups, if given"):
+        Method(name="bad", data="gram", targets=("sparsity",), patterns=("unstructured",),
+               options=frozenset(), solve=_keep_largest_per_column, solve_groups="all at once")
     with pytest.raises(ParameterError, match="method must be one of"):
         get_method("no_such_method")
 

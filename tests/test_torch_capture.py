@@ -1,4 +1,6 @@
 """Capture: im2col exactness, row sampling, Gram streaming, ReLU detection, bad inputs."""
+import importlib
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,8 @@ from layertrim.bindings.torch.layers import (  # noqa: E402
 )
 from layertrim.solvers import EmptyDataError, GramStats, NonFiniteError, ParameterError  # noqa: E402
 from seeding import torch_generator, torch_seed  # noqa: E402
+
+capture_module = importlib.import_module("layertrim.bindings.torch.capture")
 
 LAYERS = [
     ("linear", lambda: nn.Linear(6, 4), (3, 5, 6)),  # two leading batch dims
@@ -74,7 +78,10 @@ def _mlp(seed):
         return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Dropout(0.1), nn.Linear(7, 4), nn.Tanh(), nn.Linear(4, 2))
 
 
-def test_gram_mode_equals_statistics_of_all_rows_and_rows_mode_keeps_all_when_budget_allows(seed):
+@pytest.mark.parametrize("pooled_rows", [1, 1024])  # an update per batch, or one for all three
+def test_gram_mode_equals_statistics_of_all_rows_and_rows_mode_keeps_all_when_budget_allows(seed, monkeypatch,
+                                                                                          pooled_rows):
+    monkeypatch.setattr(capture_module, "POOLED_ROWS", pooled_rows)
     model = _mlp(seed)
     g = torch_generator(seed)
     data = [torch.randn(16, 5, generator=g) for _ in range(3)]
