@@ -56,6 +56,29 @@ def test_each_result_is_iht_on_the_problem_alone(rng, K, m, pattern):
         assert got.info["sparsity"] == want.info["sparsity"]
 
 
+def test_exactly_singular_supports_are_solved_as_iht_solves_them(rng):
+    # inputs 0 and 1 are the same balanced +-1 column: centered exactly, G's block on them is
+    # exactly [[1, 1], [1, 1]], and the start keeps both (the largest weights), so the stacked
+    # Cholesky factorization fails and each system goes through refit's own three-step solve
+    stats, W0 = [], []
+    for _ in range(6):
+        X = rng.standard_normal((64, 6))
+        X[:, 0] = X[:, 1] = rng.permutation(np.repeat([1.0, -1.0], 32))
+        w = rng.standard_normal((6, 2))
+        w[:2] = 10.0
+        stats.append(GramStats.from_arrays(X, X @ w + 0.1 * rng.standard_normal((64, 2))))
+        W0.append(w)
+    W0 = np.stack(W0)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(stats[0].quadratic().G[:2, :2])
+    batch = iht_batch([s.quadratic() for s in stats], W0, sparsity=0.5)
+    for j, (got, s) in enumerate(zip(batch, stats)):
+        want = iht(s, sparsity=0.5, W0=W0[j])
+        assert got.status == want.status and got.iterations == want.iterations
+        assert np.array_equal(got.W != 0, want.W != 0)
+        np.testing.assert_allclose(got.W, want.W, rtol=1e-9, atol=1e-12 * np.abs(want.W).max())
+
+
 def test_problems_at_max_iter_are_counted_in_one_warning(rng):
     stats, W0 = problems(rng)
     with pytest.warns(ConvergenceWarning, match=r"in \d+ of 40 problems"):
