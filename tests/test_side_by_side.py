@@ -28,14 +28,11 @@ def test_items_run_in_order_on_single_blas_threads_in_parallel():
     assert threading.get_ident() not in {t for _, t, _ in out}
 
 
-@pytest.mark.parametrize("case", ["one thread", "little work", "small items", "few items", "off the main thread"])
+@pytest.mark.parametrize("case", ["one thread", "little work", "few items", "off the main thread"])
 def test_items_run_one_after_another_on_the_calling_thread(case):
     items, work = list(range(40)), 1e12
     if case == "little work":
         work = side_by_side.MIN_WORK / 2
-    if case == "small items":  # over MIN_WORK in all, under MIN_ITEM_WORK each
-        work = side_by_side.MIN_ITEM_WORK * len(items) / 2
-        assert work > side_by_side.MIN_WORK
     if case == "few items":
         items = items[:3]
     with threadpool_limits(limits=1 if case == "one thread" else 2, user_api="blas"):
@@ -56,7 +53,6 @@ def test_refit_side_by_side_equals_one_after_another(rng, monkeypatch, P, N, M):
     mask, anchor = rng.random((N, M)) < 0.5, rng.standard_normal((N, M))
     with threadpool_limits(limits=2, user_api="blas"):
         monkeypatch.setattr(side_by_side, "MIN_WORK", 0.0)
-        monkeypatch.setattr(side_by_side, "MIN_ITEM_WORK", 0.0)
         W_par, info_par = refit_quadratic(q, mask, anchor=anchor)
         monkeypatch.setattr(side_by_side, "MIN_WORK", np.inf)
         W_seq, info_seq = refit_quadratic(q, mask, anchor=anchor)

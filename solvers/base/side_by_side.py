@@ -4,12 +4,7 @@ OpenBLAS's threaded Cholesky factorization of a few hundred rows is slower
 than its single-threaded one (``n = 511`` on 2 cores: 3.6 ms on 2 threads,
 1.8 ms on 1), and a refit is one such factorization per output column. So
 many independent solves finish sooner as single-threaded tasks running in
-parallel; LAPACK and BLAS release the GIL while they compute. Small solves
-are the other way round: a refit of a 192-input layer (supports of 96, 0.3
-MFLOP each) took 0.079 s side by side against 0.057 s one after another,
-the tasks then mostly waiting for the GIL between their short LAPACK calls;
-the two broke even near supports of 256 (5.6 MFLOP per solve) and side by
-side gained from there (two-core AVX2 machine, 192 columns, medians of 7).
+parallel; LAPACK and BLAS release the GIL while they compute.
 """
 from __future__ import annotations
 
@@ -18,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from threadpoolctl import ThreadpoolController
 
-#: below this many floating-point operations in all, or per item, the items run one after another
-MIN_WORK, MIN_ITEM_WORK = 5e7, 5e6
+#: below this many floating-point operations in all, the items run one after another
+MIN_WORK = 5e7
 
 _controller: list = []
 
@@ -35,14 +30,13 @@ def map_side_by_side(fn, items: list, work: float) -> list:
 
     ``k`` is the BLAS thread count; the items run one after another (each
     with every BLAS thread) when ``k`` is 1, when there are fewer than ``2k``
-    items, when ``work`` (their flops) is below :data:`MIN_WORK`, off the
+    items, when ``work`` (their flops) is below :data:`MIN_WORK`, or off the
     main thread (the BLAS limit is process-wide: tasks of an executor leave it
-    alone), or when the items average fewer than :data:`MIN_ITEM_WORK` flops.
+    alone).
     """
     blas = _blas()
     k = max((lib["num_threads"] for lib in blas.info()), default=1)
-    small = work < max(MIN_WORK, MIN_ITEM_WORK * len(items))
-    if k <= 1 or len(items) < 2 * k or small or threading.current_thread() is not threading.main_thread():
+    if k <= 1 or len(items) < 2 * k or work < MIN_WORK or threading.current_thread() is not threading.main_thread():
         return [fn(x) for x in items]
     with blas.limit(limits=1), ThreadPoolExecutor(k) as pool:
         return list(pool.map(fn, items))
