@@ -14,11 +14,7 @@ state. Build torch modules under :func:`seeding.torch_seed`.
 """
 import os
 
-# threads per process: 2, or 1 in each of pytest-xdist's workers when they fill the 2 cores (two
-# workers of 2 threads each, OpenMP's busy-waiting included, ran notebooks up to 3x slower). Set
-# before numpy and torch start their pools; notebook kernels and CLI subprocesses inherit it.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, 2 // _WORKERS)))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import importlib.util  # noqa: E402
 import random  # noqa: E402
