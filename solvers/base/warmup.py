@@ -18,7 +18,7 @@ _WARMUPS = []
 KERNEL_MODULES: list[str] = [
     "base.prox", "grda", "dc.kernels", "nettrim.steps", "nettrim.kernels",
     "lasso.duality", "lasso.cd_kernels", "lasso.cd_sweeps",
-    "threshold.projection", "threshold.permutation", "threshold.swaps",
+    "threshold.projection", "threshold.permutation", "threshold.swaps", "threshold.refit_cg",
 ]
 
 

@@ -249,7 +249,7 @@ def _refine(q: Quadratic, W, f, mask, pattern: Pattern, *, swaps: bool, refit: b
         refined, moves = swap_refine(to_host_quadratic(q), to_host(mask), groups)
         mask = like(refined, mask) if is_foreign(mask) else refined
     if refit or moves:
-        W_ref, _ = refit_quadratic(q, mask, anchor=anchor)
+        W_ref, _ = refit_quadratic(q, mask, anchor=anchor, start=W)
         f_ref = loss(q, W_ref)
         if f_ref <= f:
             W, f = W_ref, f_ref

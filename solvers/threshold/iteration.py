@@ -142,7 +142,7 @@ def _hard_step(q: Quadratic, V: np.ndarray, sqrt_d: np.ndarray, pattern: Pattern
 def _debias(q: Quadratic, W, GW, f, mask, anchor):
     """The least-squares solution on the support of ``W`` (nearest to ``anchor``) when it is
     no worse: ``(W, G W, loss)``."""
-    W_ls, _ = refit_quadratic(q, mask, anchor=anchor)
+    W_ls, _ = refit_quadratic(q, mask, anchor=anchor, start=W)
     GW_ls = q.G @ W_ls
     f_ls = _loss(q, W_ls, GW_ls)
     if f_ls <= f:

@@ -20,6 +20,7 @@ from ..base.result import Result
 from ..base.side_by_side import map_side_by_side
 from ..base.validation import check_array, check_scalar
 from .low_rank import gram_factor
+from .refit_cg import iteration_budget, refit_cg
 
 #: the smallest acceptable squared Cholesky pivot relative to the largest
 #: diagonal entry, the relative size of the fallback ridge, and the relative
@@ -111,7 +112,7 @@ def support_groups(mask: np.ndarray):
         yield np.flatnonzero(mask[:, cols[0]]), cols
 
 
-def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=None):
+def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=None, start=None):
     """float64 weights minimizing ``q.loss(W) + ridge/2 ||W - A||^2`` on ``mask``; returns ``(W, info)``.
 
     ``A`` is ``anchor`` on the mask (e.g. the trained weights; zero when None).
@@ -123,7 +124,13 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
     Supports wider than the rank bound ``n_samples - intercept`` go through a
     factor of ``G`` (:mod:`.low_rank`). Features of (numerically) zero
     variance, ``G_ii <= RCOND * max G``, keep the anchor's weight (0 without
-    one): they cannot change the loss. Foreign moments (e.g. torch tensors) are
+    one): they cannot change the loss. Where the factorizations would cost
+    more than :data:`.refit_cg.MIN_ITERATIONS` products ``G P`` (large layers
+    with wide supports: ``sum |S|^3 / 3`` grows as ``N^4``), the columns are
+    first solved together by conjugate gradients (:mod:`.refit_cg`, to a
+    relative residual of ``1e-8``) and only those that do not converge are
+    factorized; ``start`` (e.g. an iterate on this support) is where they
+    begin, and has no other effect. Foreign moments (e.g. torch tensors) are
     refitted on their device by :func:`_refit_xp`.
     """
     if is_foreign(q.G):
@@ -150,11 +157,27 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
         return _psd_solve(A, C[np.ix_(rows, cols)])
 
     work = sum(rows.size**3 / 3.0 for rows, _ in solved if rows.size <= rank_bound) + rank_bound**2 * sum(wide)
+    U0 = None if start is None else np.asarray(start, dtype=np.float64) - base
+    solved, n_iterative = _iterative_first(q.G, C, mask & alive[:, None], ridge, solved, W, work, wide, U0)
     n_regularized = 0
     for (rows, cols), (sol, regularized) in zip(solved, map_side_by_side(solve, solved, work)):
         n_regularized += regularized
         W[np.ix_(rows, cols)] += sol
-    return W, {"n_groups": len(groups), "n_regularized": n_regularized}
+    return W, {"n_groups": len(groups), "n_regularized": n_regularized, "n_iterative": n_iterative}
+
+
+def _iterative_first(G, C, mask, ridge, solved, W, work, wide, U0):
+    """Where :func:`.refit_cg.refit_cg` is expected to cost less than the exact factorizations
+    (``work`` flops; never with wide supports), solve every column by it first (from ``U0``)
+    and add the solutions to ``W``; returns the groups still to solve exactly (the columns that
+    did not converge within the budget) and how many columns were solved iteratively."""
+    budget = iteration_budget(work, G.shape[0], mask.shape[1])
+    if wide or not budget:
+        return solved, 0
+    U, converged = refit_cg(G, C, mask, ridge, max_iter=budget, start=U0)
+    W[:, converged] += U[:, converged]
+    rest = [(rows, cols[~converged[cols]]) for rows, cols in solved]
+    return [(rows, cols) for rows, cols in rest if cols.size], int(converged.sum())
 
 
 def _refit_xp(q: Quadratic, mask, ridge: float, anchor):
@@ -185,7 +208,7 @@ def _refit_xp(q: Quadratic, mask, ridge: float, anchor):
     where = np.empty(M, dtype=np.int64)
     where[np.concatenate(order)] = np.arange(M)
     W = xp.take(xp.concat(blocks, axis=1), xp.asarray(where, device=device_of(q.G)), axis=1) + base
-    return W, {"n_groups": n_groups, "n_regularized": n_regularized}
+    return W, {"n_groups": n_groups, "n_regularized": n_regularized, "n_iterative": 0}
 
 
 def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0, anchor=None) -> Result:
@@ -217,7 +240,8 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0, a
     Result
         ``W``, ``b`` in the data's dtype; ``objective`` is the loss plus the
         ridge term; ``info`` holds ``loss``, ``ridge``, ``n_groups`` (distinct
-        supports solved) and ``n_regularized`` (numerically singular supports).
+        supports solved), ``n_regularized`` (numerically singular supports) and
+        ``n_iterative`` (columns solved by conjugate gradients).
 
     Notes
     -----
@@ -227,7 +251,10 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0, a
     minimum-norm least-squares solution (nearest to ``anchor`` with one),
     which attains the smallest loss on that support; results are always
     finite. Supports wider than ``n_samples - 1`` are solved through a rank-r
-    factor of ``G`` (:mod:`.low_rank`), at ``O(r^2 |S|)`` per support.
+    factor of ``G`` (:mod:`.low_rank`), at ``O(r^2 |S|)`` per support. On large
+    layers whose factorizations would cost more than about 150 products
+    ``G W``, every column is first solved by batched conjugate gradients
+    (relative residual ``1e-8``; ``info["n_iterative"]`` columns).
     """
     start = time.perf_counter()
     if mask is None:
