@@ -67,11 +67,11 @@ def test_start_and_budget(layer):
 
 
 def test_iteration_budget_prices_the_exact_factorizations():
-    N, M = 2048, 2048
-    exact = M * (N // 2) ** 3 / 3.0  # one factorization of a half support per column
-    assert cg.iteration_budget(exact, N, M) == int(cg.EXACT_FLOP_COST * exact / (2.0 * N * N * M))
-    assert cg.iteration_budget(exact, N, M) >= cg.MIN_ITERATIONS  # a 2048 x 2048 layer at 50% goes iterative
-    assert cg.iteration_budget(M * (N // 10) ** 3 / 3.0, N, M) < cg.MIN_ITERATIONS  # at 90% it stays exact
+    N = M = 2048
+    half = M * (N // 2) ** 3 / 3.0  # one factorization of a half support per column
+    assert cg.iteration_budget(half, M, N, M) >= cg.MIN_ITERATIONS  # a 2048 x 2048 layer at 50% goes iterative
+    assert cg.iteration_budget(M * (N // 10) ** 3 / 3.0, M, N, M) == 0  # at 90% it stays exact
+    assert cg.iteration_budget(9**3 / 3.0, 1, 9, 1) == 0  # so does one tiny problem
 
 
 @pytest.mark.parametrize("budget", [10**6, 1])
@@ -80,10 +80,11 @@ def test_refit_routes_through_cg_and_falls_back(rng, layer, monkeypatch, budget)
     with a budget too small to converge, the unconfirmed columns are solved exactly."""
     q, _, mask = layer
     anchor = rng.standard_normal(mask.shape)
+    refit_module = importlib.import_module("layertrim.solvers.threshold.refit")
+    monkeypatch.setattr(refit_module, "iteration_budget", lambda *shape: 0)
     W_exact, info_exact = refit_quadratic(q, mask, ridge=0.1, anchor=anchor)
     assert info_exact["n_iterative"] == 0
-    monkeypatch.setattr(importlib.import_module("layertrim.solvers.threshold.refit"), "iteration_budget",
-                        lambda *shape: budget)
+    monkeypatch.setattr(refit_module, "iteration_budget", lambda *shape: budget)
     W, info = refit_quadratic(q, mask, ridge=0.1, anchor=anchor)
     assert np.all(W[~mask] == 0)
     if budget > 1:
@@ -110,3 +111,28 @@ def test_a_start_on_the_support_is_only_a_starting_point(rng, layer, monkeypatch
     _, conds = column_solutions(q.G, q.C, mask, 0.0)
     for j in range(1, mask.shape[1]):
         assert np.linalg.norm(W_started[:, j] - W[:, j]) <= 2 * conds[j] * cg.RTOL * np.linalg.norm(W[:, j])
+
+
+def test_ill_conditioned_layers_stay_exact(rng, monkeypatch):
+    """Two nearly equal inputs: some support may hold both (a near-singular ``G_SS``), so the
+    iterative route is not taken, whatever the budget."""
+    X = rng.standard_normal((200, 30))
+    X[:, 1] = X[:, 0] + 1e-6 * rng.standard_normal(200)
+    q = as_quadratic(X, X @ rng.standard_normal((30, 64)), intercept=True)
+    mask = rng.random((30, 64)) < 0.5
+    rows = np.arange(30)
+    assert not cg.well_conditioned(q.G, rows)
+    assert cg.well_conditioned(q.G, rows[1:])
+    monkeypatch.setattr(importlib.import_module("layertrim.solvers.threshold.refit"), "iteration_budget",
+                        lambda *shape: 10**6)
+    assert refit_quadratic(q, mask)[1]["n_iterative"] == 0
+
+
+def test_columns_out_of_reach_are_dropped_by_their_rate():
+    """A squared residual that fell from 1 to 1e-2 in 16 iterations needs 112 more to reach 1e-16 at
+    that rate: within a budget of 129, not of 127 (128 is the edge); a residual that did not fall never arrives."""
+    rr0, tc = np.ones(3), np.full(3, 1e-16)
+    rr = np.array([1e-2, 1e-2, 1.0])
+    out_129 = cg._out_of_reach(rr, rr0, tc, 16, 129)
+    out_127 = cg._out_of_reach(rr, rr0, tc, 16, 127)
+    assert not out_129[0] and out_127[0] and out_129[2] and out_127[2]

@@ -19,6 +19,7 @@ KERNEL_MODULES: list[str] = [
     "base.prox", "grda", "dc.kernels", "nettrim.steps", "nettrim.kernels",
     "lasso.duality", "lasso.cd_kernels", "lasso.cd_sweeps",
     "threshold.projection", "threshold.permutation", "threshold.swaps", "threshold.refit_cg",
+    "threshold.step_kernels",
 ]
 
 

@@ -23,6 +23,7 @@ from ..base.gram import Quadratic
 from ..base.patterns import Pattern
 from .projection import support_mask
 from .refit import RCOND, refit_quadratic
+from .step_kernels import gradient_point, momentum, quadratic_terms
 
 
 def jacobi_scaling(q: Quadratic):
@@ -85,11 +86,11 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
         if L_D == 0.0:  # every input is constant: W = 0 is optimal
             status = "optimal"
             break
-        Wn, mask_n, GWn, fn = _hard_step(q, Z - step[:, None] * (GZ - q.C), sqrt_d, pattern, sparsity)
+        Wn, mask_n, GWn, fn = _hard_step(q, Z, GZ, step, sqrt_d, pattern, sparsity)
         if fn > f:
             restarts += 1
             t = 1.0
-            Wn, mask_n, GWn, fn = _hard_step(q, W - step[:, None] * (GW - q.C), sqrt_d, pattern, sparsity)
+            Wn, mask_n, GWn, fn = _hard_step(q, W, GW, step, sqrt_d, pattern, sparsity)
             if fn > f:  # only rounding can cause this: keep W
                 fn, Wn, mask_n, GWn = f, W, mask, GW
         if debiased and _same(xp, mask_n, mask):  # a fixed point: keep the least-squares W
@@ -99,7 +100,7 @@ def iterate(q: Quadratic, W, inv_d, sqrt_d, L_D, pattern: Pattern, sparsity: flo
         history.append(fn)
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_next
-        Z, GZ = Wn + beta * (Wn - W), GWn + beta * (GWn - GW)
+        Z, GZ = _momentum(Wn, W, beta), _momentum(GWn, GW, beta)
         done = _same(xp, mask_n, mask) and f - fn <= tol * max(f, np.finfo(float).tiny)
         W, GW, f, mask, t = Wn, GWn, fn, mask_n, t_next
         if done:
@@ -127,13 +128,25 @@ def _same(xp, a, b) -> bool:
 def _loss(q: Quadratic, W, GW) -> float:
     """``q.loss(W)`` from a precomputed ``G W`` (saves one matmul)."""
     xp = namespace(W)
-    return max(0.5 * float(xp.sum(W * GW)) - float(xp.sum(q.C * W)) + 0.5 * float(xp.sum(q.yy)), 0.0)
+    terms = 0.5 * float(xp.sum(W * GW)) - float(xp.sum(q.C * W)) if is_foreign(W) else quadratic_terms(W, GW, q.C)
+    return max(terms + 0.5 * float(xp.sum(q.yy)), 0.0)
 
 
-def _hard_step(q: Quadratic, V: np.ndarray, sqrt_d: np.ndarray, pattern: Pattern, sparsity: float):
-    """Project ``V`` onto the pattern in the ``D``-norm; return ``(W, mask, G W, loss)``."""
-    xp = namespace(V)
-    mask = support_mask(sqrt_d[:, None] * xp.abs(V), pattern, sparsity)
+def _momentum(new, old, beta: float):
+    """``new + beta (new - old)``."""
+    return new + beta * (new - old) if is_foreign(new) else momentum(new, old, beta)
+
+
+def _hard_step(q: Quadratic, Z, GZ, step, sqrt_d, pattern: Pattern, sparsity: float):
+    """Project the gradient point ``V = Z - diag(step) (G Z - C)`` onto the pattern in the ``D``-norm
+    (scores ``sqrt(d_i) |V_ij|``); return ``(W, mask, G W, loss)``."""
+    xp = namespace(Z)
+    if is_foreign(Z):
+        V = Z - step[:, None] * (GZ - q.C)
+        S = sqrt_d[:, None] * xp.abs(V)
+    else:
+        V, S = gradient_point(Z, GZ, q.C, step, sqrt_d)
+    mask = support_mask(S, pattern, sparsity)
     W = xp.where(mask, V, 0.0)
     GW = q.G @ W
     return W, mask, GW, _loss(q, W, GW)

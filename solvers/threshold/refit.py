@@ -20,7 +20,7 @@ from ..base.result import Result
 from ..base.side_by_side import map_side_by_side
 from ..base.validation import check_array, check_scalar
 from .low_rank import gram_factor
-from .refit_cg import iteration_budget, refit_cg
+from .refit_cg import iteration_budget, refit_cg, well_conditioned
 
 #: the smallest acceptable squared Cholesky pivot relative to the largest
 #: diagonal entry, the relative size of the fallback ridge, and the relative
@@ -125,10 +125,12 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
     factor of ``G`` (:mod:`.low_rank`). Features of (numerically) zero
     variance, ``G_ii <= RCOND * max G``, keep the anchor's weight (0 without
     one): they cannot change the loss. Where the factorizations would cost
-    more than :data:`.refit_cg.MIN_ITERATIONS` products ``G P`` (large layers
-    with wide supports: ``sum |S|^3 / 3`` grows as ``N^4``), the columns are
-    first solved together by conjugate gradients (:mod:`.refit_cg`, to a
-    relative residual of ``1e-8``) and only those that do not converge are
+    more than :data:`.refit_cg.MIN_ITERATIONS` products ``G P`` (many
+    supports, or wide ones: ``sum |S|^3 / 3`` grows as ``N^4``) and the
+    Jacobi-scaled ``G`` has a condition number of at most ``1e8`` (so every
+    support has one minimizer), the columns are first solved together by
+    conjugate gradients (:mod:`.refit_cg`, to a relative residual of
+    ``1e-8``) and only those that do not converge are
     factorized; ``start`` (e.g. an iterate on this support) is where they
     begin, and has no other effect. Foreign moments (e.g. torch tensors) are
     refitted on their device by :func:`_refit_xp`.
@@ -168,11 +170,11 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
 
 def _iterative_first(G, C, mask, ridge, solved, W, work, wide, U0):
     """Where :func:`.refit_cg.refit_cg` is expected to cost less than the exact factorizations
-    (``work`` flops; never with wide supports), solve every column by it first (from ``U0``)
+    (``work`` flops) and every support has one minimizer (never with wide supports), solve every column by it first (from ``U0``)
     and add the solutions to ``W``; returns the groups still to solve exactly (the columns that
     did not converge within the budget) and how many columns were solved iteratively."""
-    budget = iteration_budget(work, G.shape[0], mask.shape[1])
-    if wide or not budget:
+    budget = iteration_budget(work, len(solved), G.shape[0], mask.shape[1])
+    if wide or not budget or not well_conditioned(G, np.flatnonzero(mask.any(axis=1))):
         return solved, 0
     U, converged = refit_cg(G, C, mask, ridge, max_iter=budget, start=U0)
     W[:, converged] += U[:, converged]
@@ -251,9 +253,9 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0, a
     minimum-norm least-squares solution (nearest to ``anchor`` with one),
     which attains the smallest loss on that support; results are always
     finite. Supports wider than ``n_samples - 1`` are solved through a rank-r
-    factor of ``G`` (:mod:`.low_rank`), at ``O(r^2 |S|)`` per support. On large
-    layers whose factorizations would cost more than about 150 products
-    ``G W``, every column is first solved by batched conjugate gradients
+    factor of ``G`` (:mod:`.low_rank`), at ``O(r^2 |S|)`` per support. Where the
+    factorizations would cost more than about 50 products ``G W`` (many
+    supports, or wide ones), every column is first solved by batched conjugate gradients
     (relative residual ``1e-8``; ``info["n_iterative"]`` columns).
     """
     start = time.perf_counter()

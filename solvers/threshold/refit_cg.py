@@ -27,20 +27,46 @@ from ..base.warmup import register
 
 #: relative residual at which a column stops
 RTOL = 1e-8
-#: how many times more time a flop of the exact per-column factorizations takes than one of a large
-#: GEMM (OpenBLAS, 2 threads: 1,024 Cholesky factorizations of 512 rows, 46 GFLOP, in 4.4 s against
-#: a 1024^3 GEMM at 45 GFLOP/s)
+#: what the exact refit costs, in flops of a large GEMM: each flop of its per-support
+#: factorizations counts this many times, and each support adds :data:`SUPPORT_FLOPS` (the
+#: gathers, the LAPACK calls and their Python around them). Fitted on 2 OpenBLAS threads:
+#: 768 supports of 96 rows took 0.30 s (0.39 ms each, 0.02 ms of it factorizing) and 1,024
+#: of 512 took 4.4 s, against GEMMs at 30-65 GFLOP/s.
 EXACT_FLOP_COST = 4.0
-#: the smallest iteration budget for which the iterative refit is tried: on the layers of
-#: ``benchmarks/bench_scaling.py`` (N = 1024 and 2048 at 50%) the columns reach RTOL in about 100
+SUPPORT_FLOPS = 1.5e7
+#: the fixed cost of one iteration (its Python and kernel calls, about 50 us) in the same flops
+ITERATION_FLOPS = 2.5e6
+#: the smallest iteration budget for which the iterative refit is tried. On the layers of
+#: random-init ViT and ResNet-18 networks (``benchmarks/bench_architectures.py``) budgets near
+#: 60 left most columns unconverged; the large layers of ``benchmarks/bench_scaling.py`` need
+#: about 100 iterations and have budgets of 169 (N = 2048) and more.
 MIN_ITERATIONS = 150
+#: iterations between the checks that drop columns converging too slowly for the budget
+CHECK_EVERY = 16
+#: the largest condition number of the Jacobi-scaled Gram matrix for which it is tried
+COND_LIMIT = 1e8
 
 
-def iteration_budget(exact_flops: float, n_features: int, n_outputs: int) -> int:
-    """Iterations that cost as much as the exact refit, ``EXACT_FLOP_COST * exact_flops / (2 N^2 M)``,
-    or 0 (stay exact) when that is under :data:`MIN_ITERATIONS`."""
-    budget = int(EXACT_FLOP_COST * exact_flops / (2.0 * n_features**2 * max(n_outputs, 1)))
+def iteration_budget(factor_flops: float, n_supports: int, n_features: int, n_outputs: int) -> int:
+    """Iterations that cost as much as the exact refit less the conditioning check,
+    ``(EXACT_FLOP_COST (factor_flops - 4/3 N^3) + SUPPORT_FLOPS * n_supports) / (2 N^2 M +
+    ITERATION_FLOPS)``, or 0 (stay exact) when that is under :data:`MIN_ITERATIONS`."""
+    exact = EXACT_FLOP_COST * factor_flops + SUPPORT_FLOPS * n_supports
+    check = EXACT_FLOP_COST * 4.0 / 3.0 * n_features**3  # :func:`well_conditioned`
+    budget = int((exact - check) / (2.0 * n_features**2 * n_outputs + ITERATION_FLOPS))
     return budget if budget >= MIN_ITERATIONS else 0
+
+
+def well_conditioned(G: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether ``H = D^-1/2 G_RR D^-1/2`` (``R = rows``, ``D = diag(G_RR)``) has condition number at
+    most :data:`COND_LIMIT`. By Cauchy's interlacing every principal submatrix ``H_SS`` then
+    does too: each support has one minimizer, found by the iteration in as many steps as its
+    conditioning needs. Costs one symmetric eigenvalue computation (``~4/3 |R|^3`` flops)."""
+    if rows.size == 0:
+        return True
+    h = 1.0 / np.sqrt(np.diag(G)[rows])
+    lam = np.linalg.eigvalsh(G[np.ix_(rows, rows)] * h[:, None] * h[None, :])
+    return bool(lam[0] * COND_LIMIT >= lam[-1])
 
 
 def refit_cg(G: np.ndarray, B: np.ndarray, mask: np.ndarray, ridge: float = 0.0, *, max_iter: int,
@@ -74,17 +100,23 @@ def _residual(G, B, mask, ridge, U):
 
 
 def _iterate(G, mask, inv_d, ridge, U, R, target, cols, max_iter):
-    """Run CG on the columns ``cols`` of ``U`` (updated in place) from their residuals ``R``;
-    converged columns leave the working block once they are a quarter of it."""
+    """Run CG on the columns ``cols`` of ``U`` (updated in place) from their residuals ``R``.
+
+    Columns leave the working block (once they are a quarter of it) when they
+    converge, or when, every :data:`CHECK_EVERY` iterations, their mean rate so
+    far would not bring them to the target within ``max_iter``: those are left to
+    the exact refit after a fraction of the budget."""
     Kc, Uc, Rc, P = (np.ascontiguousarray(a[:, cols]) for a in (mask, U, R, inv_d[:, None] * R))
     tc = target[cols] ** 2
-    rz = np.einsum("ij,ij->j", Rc, P)
+    rz, rr0 = np.einsum("ij,ij->j", Rc, P), np.einsum("ij,ij->j", Rc, Rc)
     done = np.zeros(cols.size, dtype=bool)
-    for _ in range(max_iter):
+    for it in range(1, max_iter + 1):
         GP = G @ P
         alpha = _ratio(rz, _masked_product(GP, P, Kc, ridge))
         rr, rz_next = _step(Uc, Rc, P, GP, alpha, inv_d)
         done |= rr <= tc
+        if it % CHECK_EVERY == 0:
+            done |= _out_of_reach(rr, rr0, tc, it, max_iter)
         if done.all():
             break
         _direction(P, Rc, inv_d, _ratio(rz_next, rz))
@@ -93,8 +125,17 @@ def _iterate(G, mask, inv_d, ridge, U, R, target, cols, max_iter):
             U[:, cols] = Uc
             live = ~done
             Kc, Uc, Rc, P = (np.ascontiguousarray(a[:, live]) for a in (Kc, Uc, Rc, P))
-            cols, tc, rz, done = cols[live], tc[live], rz[live], done[live]
+            cols, tc, rz, rr0, done = cols[live], tc[live], rz[live], rr0[live], done[live]
     U[:, cols] = Uc
+
+
+def _out_of_reach(rr, rr0, tc, it: int, max_iter: int) -> np.ndarray:
+    """Columns whose squared residual, shrinking by its mean factor so far ``(rr / rr0)^(1/it)``
+    per iteration, would still be above ``tc`` after ``max_iter`` iterations."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_rate = np.log(rr / rr0) / it
+        remaining = np.log(tc / rr) / log_rate  # iterations still needed at that rate
+    return (log_rate >= 0) | (it + remaining > max_iter)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
