@@ -85,6 +85,7 @@ def test_refit_routes_through_cg_and_falls_back(rng, layer, monkeypatch, budget)
     W_exact, info_exact = refit_quadratic(q, mask, ridge=0.1, anchor=anchor)
     assert info_exact["n_iterative"] == 0
     monkeypatch.setattr(refit_module, "iteration_budget", lambda *shape: budget)
+    monkeypatch.setattr(refit_module, "well_conditioned", lambda *args: True)
     W, info = refit_quadratic(q, mask, ridge=0.1, anchor=anchor)
     assert np.all(W[~mask] == 0)
     if budget > 1:
@@ -121,8 +122,15 @@ def test_ill_conditioned_layers_stay_exact(rng, monkeypatch):
     q = as_quadratic(X, X @ rng.standard_normal((30, 64)), intercept=True)
     mask = rng.random((30, 64)) < 0.5
     rows = np.arange(30)
-    assert not cg.well_conditioned(q.G, rows)
-    assert cg.well_conditioned(q.G, rows[1:])
+    assert not cg.well_conditioned(q.G, rows, 10**9)
+    assert cg.well_conditioned(q.G, rows[1:], 10**9)
+    # without the near-duplicate the condition number is O(10): a budget of 4 sqrt(kappa) is enough,
+    # half of 4 sqrt(kappa) is not
+    h = 1 / np.sqrt(np.diag(q.G)[1:])
+    lam = np.linalg.eigvalsh(q.G[1:, 1:] * h[:, None] * h[None, :])
+    root = np.sqrt(lam[-1] / lam[0])
+    assert cg.well_conditioned(q.G, rows[1:], int(np.ceil(1.01 * cg.ITERATIONS_PER_ROOT * root)))
+    assert not cg.well_conditioned(q.G, rows[1:], int(0.5 * cg.ITERATIONS_PER_ROOT * root))
     monkeypatch.setattr(importlib.import_module("layertrim.solvers.threshold.refit"), "iteration_budget",
                         lambda *shape: 10**6)
     assert refit_quadratic(q, mask)[1]["n_iterative"] == 0

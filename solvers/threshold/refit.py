@@ -127,8 +127,9 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
     one): they cannot change the loss. Where the factorizations would cost
     more than :data:`.refit_cg.MIN_ITERATIONS` products ``G P`` (many
     supports, or wide ones: ``sum |S|^3 / 3`` grows as ``N^4``) and the
-    Jacobi-scaled ``G`` has a condition number of at most ``1e8`` (so every
-    support has one minimizer), the columns are first solved together by
+    Jacobi-scaled ``G`` is conditioned well enough for them (so every support
+    has one minimizer, reached within the budget: :func:`.refit_cg.well_conditioned`),
+    the columns are first solved together by
     conjugate gradients (:mod:`.refit_cg`, to a relative residual of
     ``1e-8``) and only those that do not converge are
     factorized; ``start`` (e.g. an iterate on this support) is where they
@@ -174,7 +175,7 @@ def _iterative_first(G, C, mask, ridge, solved, W, work, wide, U0):
     and add the solutions to ``W``; returns the groups still to solve exactly (the columns that
     did not converge within the budget) and how many columns were solved iteratively."""
     budget = iteration_budget(work, len(solved), G.shape[0], mask.shape[1])
-    if wide or not budget or not well_conditioned(G, np.flatnonzero(mask.any(axis=1))):
+    if wide or not budget or not well_conditioned(G, np.flatnonzero(mask.any(axis=1)), budget):
         return solved, 0
     U, converged = refit_cg(G, C, mask, ridge, max_iter=budget, start=U0)
     W[:, converged] += U[:, converged]

@@ -45,6 +45,9 @@ MIN_ITERATIONS = 150
 CHECK_EVERY = 16
 #: the largest condition number of the Jacobi-scaled Gram matrix for which it is tried
 COND_LIMIT = 1e8
+#: iterations to RTOL per square root of that condition number: about 100 for 26 on the layers of
+#: ``bench_scaling.py``; ResNet-18's 64-input convs (sqrt 32) converged within 128 (random init)
+ITERATIONS_PER_ROOT = 4.0
 
 
 def iteration_budget(factor_flops: float, n_supports: int, n_features: int, n_outputs: int) -> int:
@@ -57,16 +60,18 @@ def iteration_budget(factor_flops: float, n_supports: int, n_features: int, n_ou
     return budget if budget >= MIN_ITERATIONS else 0
 
 
-def well_conditioned(G: np.ndarray, rows: np.ndarray) -> bool:
-    """Whether ``H = D^-1/2 G_RR D^-1/2`` (``R = rows``, ``D = diag(G_RR)``) has condition number at
-    most :data:`COND_LIMIT`. By Cauchy's interlacing every principal submatrix ``H_SS`` then
-    does too: each support has one minimizer, found by the iteration in as many steps as its
-    conditioning needs. Costs one symmetric eigenvalue computation (``~4/3 |R|^3`` flops)."""
+def well_conditioned(G: np.ndarray, rows: np.ndarray, budget: int) -> bool:
+    """Whether ``H = D^-1/2 G_RR D^-1/2`` (``R = rows``, ``D = diag(G_RR)``) has a condition number
+    ``kappa`` of at most :data:`COND_LIMIT` and with ``ITERATIONS_PER_ROOT sqrt(kappa) <= budget``.
+    By Cauchy's interlacing every principal submatrix ``H_SS`` then does too: each support has
+    one minimizer, and the iteration may reach it within the budget. Costs one symmetric
+    eigenvalue computation (``~4/3 |R|^3`` flops)."""
     if rows.size == 0:
         return True
     h = 1.0 / np.sqrt(np.diag(G)[rows])
     lam = np.linalg.eigvalsh(G[np.ix_(rows, rows)] * h[:, None] * h[None, :])
-    return bool(lam[0] * COND_LIMIT >= lam[-1])
+    limit = min(COND_LIMIT, (budget / ITERATIONS_PER_ROOT) ** 2)
+    return bool(lam[0] * limit >= lam[-1])
 
 
 def refit_cg(G: np.ndarray, B: np.ndarray, mask: np.ndarray, ridge: float = 0.0, *, max_iter: int,
