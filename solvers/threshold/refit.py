@@ -127,13 +127,13 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
     one): they cannot change the loss. Where the factorizations would cost
     more than :data:`.refit_cg.MIN_ITERATIONS` products ``G P`` (many
     supports, or wide ones: ``sum |S|^3 / 3`` grows as ``N^4``) and the
-    Jacobi-scaled ``G`` is conditioned well enough for them (so every support
-    has one minimizer, reached within the budget: :func:`.refit_cg.well_conditioned`),
-    the columns are first solved together by
-    conjugate gradients (:mod:`.refit_cg`, to a relative residual of
-    ``1e-8``) and only those that do not converge are
-    factorized; ``start`` (e.g. an iterate on this support) is where they
-    begin, and has no other effect. Foreign moments (e.g. torch tensors) are
+    Jacobi-scaled ``G`` is conditioned well enough for them (every support
+    has one minimizer, reached within the budget:
+    :func:`.refit_cg.well_conditioned`), the columns are first solved
+    together by conjugate gradients (:mod:`.refit_cg`, to a relative residual
+    of ``1e-8``) and only those that do not converge are factorized;
+    ``start`` (e.g. an iterate on this support) is where the conjugate
+    gradients begin, and has no other effect. Foreign moments (e.g. torch tensors) are
     refitted on their device by :func:`_refit_xp`.
     """
     if is_foreign(q.G):
@@ -171,9 +171,9 @@ def refit_quadratic(q: Quadratic, mask: np.ndarray, ridge: float = 0.0, anchor=N
 
 def _iterative_first(G, C, mask, ridge, solved, W, work, wide, U0):
     """Where :func:`.refit_cg.refit_cg` is expected to cost less than the exact factorizations
-    (``work`` flops) and every support has one minimizer (never with wide supports), solve every column by it first (from ``U0``)
-    and add the solutions to ``W``; returns the groups still to solve exactly (the columns that
-    did not converge within the budget) and how many columns were solved iteratively."""
+    (``work`` flops) and every support has one minimizer (never with wide supports), solve every
+    column by it first (from ``U0``) and add the solutions to ``W``; returns the groups still to
+    solve exactly (the columns that did not converge) and how many columns were solved by it."""
     budget = iteration_budget(work, len(solved), G.shape[0], mask.shape[1])
     if wide or not budget or not well_conditioned(G, np.flatnonzero(mask.any(axis=1)), budget):
         return solved, 0
@@ -255,9 +255,10 @@ def refit(X, Y=None, mask=None, *, intercept: bool = True, ridge: float = 0.0, a
     which attains the smallest loss on that support; results are always
     finite. Supports wider than ``n_samples - 1`` are solved through a rank-r
     factor of ``G`` (:mod:`.low_rank`), at ``O(r^2 |S|)`` per support. Where the
-    factorizations would cost more than about 50 products ``G W`` (many
-    supports, or wide ones), every column is first solved by batched conjugate gradients
-    (relative residual ``1e-8``; ``info["n_iterative"]`` columns).
+    factorizations would cost more than about 150 products ``G W`` (many
+    supports, or wide ones) and ``G`` is well conditioned, every column is first
+    solved by batched conjugate gradients (relative residual ``1e-8``;
+    ``info["n_iterative"]`` columns; the others are factorized).
     """
     start = time.perf_counter()
     if mask is None:

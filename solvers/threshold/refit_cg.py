@@ -188,6 +188,7 @@ def _direction(P, R, inv_d, beta):
 
 @register
 def _warm(dtype) -> None:
-    """Compile the kernels (float64 only: the refit works in float64 whatever the data's dtype)."""
-    G = np.eye(3)
-    refit_cg(G, np.ones((3, 2)), np.ones((3, 2), dtype=bool), max_iter=2)
+    """Compile the kernels (float64 only: the refit works in float64 whatever the data's dtype);
+    a tridiagonal ``G`` takes more than one iteration, so every kernel runs."""
+    G = 2.0 * np.eye(3) + np.eye(3, k=1) + np.eye(3, k=-1)
+    refit_cg(G, np.ones((3, 2)), np.ones((3, 2), dtype=bool), max_iter=3)
