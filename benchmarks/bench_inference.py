@@ -15,7 +15,8 @@ importance share that plan (same channel counts, same FLOPs) and the same
 calibration inputs.
 Unstructured rows: 95% magnitude pruning of every Linear / 1x1 conv
 (the output layer kept dense), then :func:`to_sparse` for the batch size
-served (``@1``: layers converted where faster at batch 1; ``@64``: at batch 64).
+served (``@1``: layers converted where faster at batch 1; ``@64``: at batch 64;
+``+fused``: runs of converted layers and ReLUs run as one compiled call at batch 1).
 
 Usage: ``python benchmarks/bench_inference.py [--repeats 30] [--threads 2] [--models mlp resnet18 ...]``
 """
@@ -170,7 +171,8 @@ def main(argv=None):
             sparse = copy.deepcopy(masked)
             report = to_sparse(sparse, repeats=15, batch_sizes=(b,), example=x1)
             chosen = sum(d.decision != "dense" for d in report.layers)
-            rows.append((f"unstr. 95% to_sparse@{b} {chosen}/{len(report.layers)}", sparse, 0.0, True))
+            fused = "+fused" if report.fused else ""
+            rows.append((f"unstr. 95% to_sparse@{b} {chosen}/{len(report.layers)}{fused}", sparse, 0.0, True))
         models = [r[1] for r in rows]
         t1 = latencies(models, x1, args.repeats, calls=20)
         t64 = latencies(models, x64, args.repeats, calls=2)

@@ -41,7 +41,7 @@ def test_converted_mlp_equals_dense_pruned(seed):
     x = torch.randn(7, 40, generator=torch_generator(seed + 2))
     with torch.no_grad():
         ref = model(x)
-    report = to_sparse(model, min_speedup=0.0, repeats=1, layouts=("csr",))
+    report = to_sparse(model, min_speedup=0.0, repeats=1, layouts=("csr",), fuse=False)
     assert isinstance(model[0], SparseLinear) and isinstance(model[2], SparseLinear)
     assert isinstance(model[4], nn.Linear)  # dense weight: never a candidate
     assert [d.decision for d in report.layers] == ["csr", "csr"]
@@ -102,6 +102,7 @@ def test_failure_leaves_model_unchanged(seed, monkeypatch):
     ({"min_speedup": -1.0}, "min_speedup"), ({"batch_sizes": ()}, "batch_sizes"),
     ({"batch_sizes": 4}, "batch_sizes"), ({"repeats": 0}, "repeats"), ({"layouts": ("coo",)}, "layouts"),
     ({"example": [[0.0] * 40]}, "example"), ({"example": torch.zeros(0, 40)}, "example"),
+    ({"fuse": "yes"}, "fuse"),
 ])
 def test_bad_arguments_are_named(seed, kwargs, name):
     with pytest.raises(ParameterError, match=name):
@@ -166,7 +167,7 @@ def test_one_sample_kernel_skips_zero_inputs_by_columns(seed, dtype, nonzero_inp
 
 def test_one_sample_kernel_follows_new_weights_and_leaves_gradients_to_torch(seed):
     model = _mlp(seed)
-    to_sparse(model, min_speedup=0.0, repeats=1, layouts=("csr",))
+    to_sparse(model, min_speedup=0.0, repeats=1, layouts=("csr",), fuse=False)
     layer = model[0]
     x = torch.randn(1, 40, generator=torch_generator(seed + 2))
     with torch.no_grad():
@@ -200,7 +201,7 @@ def test_whole_model_check_drops_a_layer_that_slows_the_model(seed, monkeypatch)
         return [1.0 - 0.1 * isinstance(v["0"], SparseLinear) + 0.5 * isinstance(v["2"], SparseLinear)
                 for v in variants]
     monkeypatch.setattr(sparse_confirm, "_compare", model_time)
-    report = to_sparse(model, repeats=1, layouts=("csr",), batch_sizes=(1,), example=x)
+    report = to_sparse(model, repeats=1, layouts=("csr",), batch_sizes=(1,), example=x, fuse=False)
     assert [d.decision for d in report.layers] == ["csr", "dense"]
     assert isinstance(model[0], SparseLinear) and isinstance(model[2], nn.Linear)
     assert any("2: csr dropped" in n for n in report.notes)

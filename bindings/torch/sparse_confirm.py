@@ -41,6 +41,7 @@ def _compare(model, variants, x, repeats) -> list:
     times = [[] for _ in variants]
     with torch.no_grad():
         install_modules(model, variants[0])
+        model(x)  # the first call can take milliseconds (a sparse module's arrays)
         t0 = time.perf_counter()
         model(x)
         calls = max(1, min(100, int(1e-3 / max(time.perf_counter() - t0, 1e-7))))
@@ -85,3 +86,16 @@ def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_s
         finally:
             install_modules(model, dense)
     return [(n, m) for n, m in swaps if n in kept]
+
+
+def fusion_speedup(model, fused, example, repeats) -> float:
+    """``time(model) / time(model with the modules fused)`` for one sample of ``example`` (the fused
+    modules run as before at other batch sizes); the model is left with its modules whatever happens."""
+    names = dict(model.named_modules())
+    before = {n: names[n] for n in fused}
+    with eval_mode(model):
+        try:
+            t_fused, t_before = _compare(model, [fused, before], _batch(example, 1), repeats)
+        finally:
+            install_modules(model, before)
+    return t_before / t_fused

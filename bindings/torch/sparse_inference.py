@@ -30,7 +30,8 @@ from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.validation import check_scalar
 
 from .modes import eval_mode
-from .sparse_confirm import confirm, install_modules
+from .sparse_chain import fusable_runs, fused_modules
+from .sparse_confirm import confirm, fusion_speedup, install_modules
 from .sparse_linear import BLOCKS, SparseLinear
 from .sparse_report import LayerDecision, SparseInferenceReport
 
@@ -70,8 +71,9 @@ def _semi_structured_reason(w: torch.Tensor) -> str | None:
 
 def _median_time(fn, repeats: int) -> float:
     """Median seconds per call of ``fn``; each of the ``repeats`` samples times enough calls to last ~1 ms."""
+    fn()  # warm-up (allocations, kernel selection, a sparse module's first-call arrays)
     t0 = time.perf_counter()
-    fn()  # warm-up (allocations, kernel selection)
+    fn()  # sized on a warm call: the first one can take milliseconds
     calls = max(1, min(1000, int(1e-3 / max(time.perf_counter() - t0, 1e-7))))
     times = []
     for _ in range(repeats):
@@ -82,9 +84,11 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _check_args(model, min_speedup, batch_sizes, repeats, layouts, example):
+def _check_args(model, min_speedup, batch_sizes, repeats, layouts, example, fuse):
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(fuse, bool):
+        raise ParameterError(f"fuse must be True or False, got {fuse!r:.80}")
     if example is not None and not (isinstance(example, torch.Tensor) and example.dim() >= 1 and len(example)):
         raise ParameterError(f"example must be a tensor holding at least one sample (batch first), got {example!r:.80}")
     min_speedup = check_scalar(min_speedup, "min_speedup", low=0.0)
@@ -191,8 +195,24 @@ def _spatial_sizes(model: nn.Module, example) -> dict:
     return sizes
 
 
+def _kept_runs(model, runs, example, repeats, min_speedup, notes) -> list:
+    """``runs`` (:func:`.sparse_chain.fusable_runs`) when fusing them pays at batch 1, else ``[]``;
+    one line in ``notes`` either way. The model is left as it is."""
+    if not runs:
+        return []
+    names = "; ".join(", ".join(r) for r in runs)
+    if example is None or min_speedup == 0:
+        notes.append(f"fused for batch 1: {names} (not timed on the model: no example)")
+        return runs
+    speedup = fusion_speedup(model, fused_modules(model, runs), example, repeats)
+    kept = speedup >= min_speedup
+    notes.append(f"fused for batch 1: {names}: the model ran x{speedup:.2f} at batch 1 with it"
+                 + ("" if kept else f" (< min_speedup {min_speedup:g}: not fused)"))
+    return runs if kept else []
+
+
 def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64), repeats: int = 15,
-              layouts=("csr", "bsr", "2:4"), example=None) -> SparseInferenceReport:
+              layouts=("csr", "bsr", "2:4"), example=None, fuse: bool = True) -> SparseInferenceReport:
     """Replace, in place, each pruned Linear / 1x1 Conv2d by a :class:`SparseLinear` where faster.
 
     Parameters
@@ -215,6 +235,12 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
         and to confirm the choices on the whole model: a layer chosen by its own
         benchmark stays dense unless the model with it runs ``min_speedup`` times as
         fast as without it, at every batch size (:mod:`.sparse_confirm`).
+    fuse : bool
+        When 1 is among ``batch_sizes``: run each run of converted layers and ``nn.ReLU``
+        in an ``nn.Sequential`` as one compiled call at batch 1 (:mod:`.sparse_chain`;
+        the run's first module becomes a ``SparseChain``, the others ``nn.Identity``).
+        Given an ``example``, kept only when the model runs ``min_speedup`` times as
+        fast with it at batch 1.
 
     Returns
     -------
@@ -229,7 +255,7 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
     one: outputs agree to float rounding, not bit for bit.
     """
     min_speedup, batch_sizes, repeats, layouts = _check_args(
-        model, min_speedup, batch_sizes, repeats, layouts, example)
+        model, min_speedup, batch_sizes, repeats, layouts, example, fuse)
     shapes = _spatial_sizes(model, example)
     decisions, swaps = [], []
     for name, m in model.named_modules():
@@ -247,6 +273,14 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
                         repeats, min_speedup)
     install_modules(model, dict(swaps))  # nothing here can fail: plain attribute assignments
     notes = [n for d in decisions for n in d.notes]
+    runs = fusable_runs(model) if fuse and 1 in batch_sizes else []
+    try:
+        runs = _kept_runs(model, runs, example, repeats, min_speedup, notes)
+        fused = fused_modules(model, runs)
+    except BaseException:  # the modules before the swaps, in every place the fusion may touch
+        install_modules(model, {n: modules[n] for n in [*dict(swaps), *(n for r in runs for n in r)]})
+        raise
+    install_modules(model, fused)
     if not decisions:
         notes.append("no Linear or 1x1 Conv2d layer has zero weights: nothing to convert")
-    return SparseInferenceReport(decisions, notes)
+    return SparseInferenceReport(decisions, notes, runs)

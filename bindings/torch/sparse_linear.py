@@ -79,9 +79,10 @@ class SparseLinear(nn.Module):
         nonzero inputs) on CPU tensors that need no gradient, torch's CSR product otherwise."""
         arrays = self._kernel_arrays() if x.is_cpu and not x.requires_grad else None
         if arrays is not None and x.dtype == arrays.dtype:
-            out = np.empty(x.shape[:-1] + (self.out_features,), arrays.data.dtype)
-            sparse_matvec(*arrays[:6], x.numpy().reshape(-1), arrays.bias, out.reshape(-1))
-            return torch.from_numpy(out)
+            out = np.empty(self.out_features, arrays.data.dtype)
+            sparse_matvec(*arrays[:6], x.numpy().reshape(-1), arrays.bias, out)
+            # a numpy reshape: torch's view with a computed size costs several microseconds more
+            return torch.from_numpy(out[None] if x.dim() == 2 else out.reshape(x.shape[:-1] + out.shape))
         weight, bias = self._buffers["weight"], self._buffers["bias"]
         y = torch.mv(weight, x.reshape(-1)) if bias is None else torch.addmv(bias, weight, x.reshape(-1))
         return y.view(x.shape[:-1] + (self.out_features,))

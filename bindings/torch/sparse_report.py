@@ -22,10 +22,12 @@ class LayerDecision:
 
 @dataclass
 class SparseInferenceReport:
-    """Every candidate layer's decision, plus messages (skipped layouts)."""
+    """Every candidate layer's decision, messages (skipped layouts), and the runs of modules fused
+    for batch 1 (each a list of dotted names; :mod:`.sparse_chain`)."""
 
     layers: list
     notes: list
+    fused: list = field(default_factory=list)
 
     def __str__(self) -> str:
         batches = sorted({b for d in self.layers for b in d.timings})

@@ -1,0 +1,182 @@
+"""One compiled call for a run of sparse layers and ReLUs at batch 1: :class:`SparseChain`.
+
+At batch 1 a pruned layer's product takes a few microseconds, and each
+module call around it (torch's dispatch, the conversion between a tensor and
+a numpy array, a ReLU module) costs as much again. In an ``nn.Sequential``,
+a run such as ``SparseLinear, ReLU, SparseLinear, ReLU`` computes
+
+``h_0 = x,  h_l = relu_l(W_l h_{l-1} + b_l)``  (``relu_l`` the identity where no ReLU follows)
+
+and :class:`SparseChain` runs the whole run as one call of
+:func:`chain_matvec`, each layer through :func:`.csr_kernel.sparse_matvec`
+(by rows or by the columns of the nonzero inputs, per layer), the
+intermediate vectors never leaving the kernel. The result is the one the
+modules give one by one, bit for bit: the same kernel, the same rounding to
+the weights' dtype between layers. Any other input (a batch, a tensor that
+needs a gradient, another device or dtype) runs the modules one by one.
+
+:func:`fusable_runs` finds the runs; :func:`fused_modules` builds the
+replacements, following ``torch.ao.quantization.fuse_modules``: the chain
+takes the first module's place and the others become ``nn.Identity``, so the
+names of the modules around them do not move.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from numba import njit
+from torch import nn
+
+from .csr_kernel import kernel_arrays, sparse_matvec
+from .sparse_linear import SparseLinear
+
+#: columns of the per-layer table: inputs, outputs, and the offsets of its row
+#: pointers, stored weights, column pointers and bias in the packed arrays; ReLU flag
+N_IN, N_OUT, PTR, NNZ, COLPTR, BIAS, RELU = range(7)
+
+
+@njit(cache=True, nogil=True)
+def chain_matvec(table, indptr, indices, data, colptr, rows, cvals, bias, x):
+    """``h_L`` of ``h_l = relu_l(W_l h_{l-1} + b_l)``, ``h_0 = x``, layer ``l`` being row ``l`` of
+    ``table`` (offsets into the packed arrays); each ``h_l`` is rounded to the weights' dtype."""
+    h = x.astype(data.dtype)
+    for l in range(table.shape[0]):
+        n_in, n_out = table[l, N_IN], table[l, N_OUT]
+        p, z, c, b = table[l, PTR], table[l, NNZ], table[l, COLPTR], table[l, BIAS]
+        nnz = indptr[p + n_out]
+        out = np.empty(n_out, data.dtype)
+        sparse_matvec(indptr[p:p + n_out + 1], indices[z:z + nnz], data[z:z + nnz], colptr[c:c + n_in + 1],
+                      rows[z:z + nnz], cvals[z:z + nnz], h, bias[b:b + n_out], out)
+        if table[l, RELU]:
+            for i in range(n_out):
+                if out[i] < 0:  # a NaN stays NaN, as with torch.relu
+                    out[i] = 0
+        h = out
+    return h
+
+
+class PackedChain(NamedTuple):
+    """The arrays :func:`chain_matvec` reads (every layer's CSR and CSC arrays end to end, the
+    per-layer table) and the torch dtype of the inputs it takes."""
+    table: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    colptr: np.ndarray
+    rows: np.ndarray
+    cvals: np.ndarray
+    bias: np.ndarray
+    dtype: torch.dtype
+
+
+#: the fields of :class:`.csr_kernel.KernelArrays` packed end to end, in :func:`chain_matvec`'s order
+PACKED_FIELDS = ("indptr", "indices", "data", "colptr", "rows", "cvals", "bias")
+
+
+def _layers(steps) -> list:
+    """``[(SparseLinear, relu after it), ...]`` of a run (a ReLU sets the flag of the layer before it)."""
+    layers = []
+    for step in steps:
+        if isinstance(step, SparseLinear):
+            layers.append([step, False])
+        else:
+            layers[-1][1] = True
+    return layers
+
+
+def pack(steps) -> PackedChain | None:
+    """The packed arrays of ``steps`` (a run :func:`fusable_runs` accepts), or ``None`` when a
+    layer's weight is not one the kernel runs (:func:`.csr_kernel.kernel_arrays`)."""
+    layers = _layers(steps)
+    arrays = [kernel_arrays(m._buffers["weight"], m._buffers["bias"]) for m, _ in layers]
+    if any(a is None for a in arrays) or len({a.dtype for a in arrays}) != 1:
+        return None
+    table = np.zeros((len(layers), 7), dtype=np.int64)
+    offsets = np.zeros(4, dtype=np.int64)  # row pointers, stored weights, column pointers, bias
+    for row, (m, relu), a in zip(table, layers, arrays):
+        row[:] = (m.in_features, m.out_features, *offsets, relu)
+        offsets += (len(a.indptr), len(a.data), len(a.colptr), len(a.bias))
+    joined = [np.concatenate([getattr(a, f) for a in arrays]) for f in PACKED_FIELDS]
+    return PackedChain(table, *joined, arrays[0].dtype)
+
+
+class SparseChain(nn.Module):
+    """A run of :class:`SparseLinear` (CSR, Linear) and ``nn.ReLU`` modules; one sample runs as
+    one call of :func:`chain_matvec`, anything else through ``steps`` one by one."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+        self._layers = [m for m, _ in _layers(steps)]  # a plain list: the per-call check stays short
+        self.in_features, self.out_features = self._layers[0].in_features, self._layers[-1].out_features
+        self._packed = self._packed_of = None
+
+    def _arrays(self) -> PackedChain | None:
+        """The packed arrays, rebuilt when a layer's buffer is replaced (``.to()``, ``load_state_dict``)."""
+        of = self._packed_of
+        if of is None or any(m._buffers["weight"] is not w or m._buffers["bias"] is not b
+                             for m, (w, b) in zip(self._layers, of)):
+            self._packed = pack(self.steps)
+            self._packed_of = [(m._buffers["weight"], m._buffers["bias"]) for m in self._layers]
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == self.in_features and x.is_cpu and not x.requires_grad:
+            packed = self._arrays()
+            if packed is not None and x.dtype == packed.dtype:
+                out = chain_matvec(*packed[:8], x.numpy().reshape(-1))
+                # a numpy reshape: torch's view with a computed size costs several microseconds more
+                return torch.from_numpy(out[None] if x.dim() == 2 else out.reshape(x.shape[:-1] + out.shape))
+        for step in self.steps:
+            x = step(x)
+        return x
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._packed = self._packed_of = None  # values may sit in new storage
+
+    def __getstate__(self):
+        return {**self.__dict__, "_packed": None, "_packed_of": None}
+
+
+def _starts(m: nn.Module) -> bool:
+    return isinstance(m, SparseLinear) and m._vector
+
+
+def _extends(width: int | None, m: nn.Module) -> bool:
+    """Whether ``m`` continues a run whose last layer has ``width`` outputs (``None``: no run)."""
+    return width is not None and (isinstance(m, nn.ReLU) or (_starts(m) and m.in_features == width))
+
+
+def fusable_runs(model: nn.Module) -> list:
+    """Every run to fuse, as the dotted names of its modules: in each ``nn.Sequential``, a maximal
+    run of CSR ``SparseLinear`` layers and ``nn.ReLU`` that starts with a layer, holds at least
+    two modules, and whose layers' shapes chain (``out`` of one = ``in`` of the next)."""
+    runs = []
+    for prefix, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        run, width = [], None
+        for name, m in seq.named_children():
+            if not _extends(width, m):
+                runs.append(run)
+                run, width = [], None
+                if not _starts(m):
+                    continue
+            run.append(f"{prefix}.{name}" if prefix else name)
+            width = m.out_features if isinstance(m, SparseLinear) else width
+        runs.append(run)
+    return [run for run in runs if len(run) >= 2]
+
+
+def fused_modules(model: nn.Module, runs) -> dict:
+    """``{dotted name: module}`` that fuses each run: a :class:`SparseChain` of the run's modules in
+    the first one's place, ``nn.Identity`` in the others'."""
+    modules = dict(model.named_modules())
+    fused = {}
+    for names in runs:
+        fused[names[0]] = SparseChain([modules[n] for n in names])
+        fused.update({n: nn.Identity() for n in names[1:]})
+    return fused
