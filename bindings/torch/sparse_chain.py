@@ -22,14 +22,12 @@ names of the modules around them do not move.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import torch
 from numba import njit
 from torch import nn
 
-from .csr_kernel import kernel_arrays, sparse_matvec
+from .csr_kernel import KernelArrays, kernel_arrays, sparse_matvec
 from .sparse_linear import SparseLinear
 
 #: columns of the per-layer table: inputs, outputs, and the offsets of its row
@@ -57,24 +55,6 @@ def chain_matvec(table, indptr, indices, data, colptr, rows, cvals, bias, x):
     return h
 
 
-class PackedChain(NamedTuple):
-    """The arrays :func:`chain_matvec` reads (every layer's CSR and CSC arrays end to end, the
-    per-layer table) and the torch dtype of the inputs it takes."""
-    table: np.ndarray
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-    colptr: np.ndarray
-    rows: np.ndarray
-    cvals: np.ndarray
-    bias: np.ndarray
-    dtype: torch.dtype
-
-
-#: the fields of :class:`.csr_kernel.KernelArrays` packed end to end, in :func:`chain_matvec`'s order
-PACKED_FIELDS = ("indptr", "indices", "data", "colptr", "rows", "cvals", "bias")
-
-
 def _layers(steps) -> list:
     """``[(SparseLinear, relu after it), ...]`` of a run (a ReLU sets the flag of the layer before it)."""
     layers = []
@@ -86,9 +66,10 @@ def _layers(steps) -> list:
     return layers
 
 
-def pack(steps) -> PackedChain | None:
-    """The packed arrays of ``steps`` (a run :func:`fusable_runs` accepts), or ``None`` when a
-    layer's weight is not one the kernel runs (:func:`.csr_kernel.kernel_arrays`)."""
+def pack(steps) -> tuple[np.ndarray, KernelArrays] | None:
+    """``(table, arrays)`` of ``steps`` (a run :func:`fusable_runs` accepts): every layer's kernel
+    arrays end to end and the per-layer table of :func:`chain_matvec`; ``None`` when a layer's
+    weight is not one the kernel runs (:func:`.csr_kernel.kernel_arrays`)."""
     layers = _layers(steps)
     arrays = [kernel_arrays(m._buffers["weight"], m._buffers["bias"]) for m, _ in layers]
     if any(a is None for a in arrays) or len({a.dtype for a in arrays}) != 1:
@@ -98,8 +79,8 @@ def pack(steps) -> PackedChain | None:
     for row, (m, relu), a in zip(table, layers, arrays):
         row[:] = (m.in_features, m.out_features, *offsets, relu)
         offsets += (len(a.indptr), len(a.data), len(a.colptr), len(a.bias))
-    joined = [np.concatenate([getattr(a, f) for a in arrays]) for f in PACKED_FIELDS]
-    return PackedChain(table, *joined, arrays[0].dtype)
+    joined = [np.concatenate([a[i] for a in arrays]) for i in range(len(KernelArrays._fields) - 1)]
+    return table, KernelArrays(*joined, arrays[0].dtype)
 
 
 class SparseChain(nn.Module):
@@ -113,7 +94,7 @@ class SparseChain(nn.Module):
         self.in_features, self.out_features = self._layers[0].in_features, self._layers[-1].out_features
         self._packed = self._packed_of = None
 
-    def _arrays(self) -> PackedChain | None:
+    def _arrays(self) -> tuple[np.ndarray, KernelArrays] | None:
         """The packed arrays, rebuilt when a layer's buffer is replaced (``.to()``, ``load_state_dict``)."""
         of = self._packed_of
         if of is None or any(m._buffers["weight"] is not w or m._buffers["bias"] is not b
@@ -125,8 +106,8 @@ class SparseChain(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() == self.in_features and x.is_cpu and not x.requires_grad:
             packed = self._arrays()
-            if packed is not None and x.dtype == packed.dtype:
-                out = chain_matvec(*packed[:8], x.numpy().reshape(-1))
+            if packed is not None and x.dtype == packed[1].dtype:
+                out = chain_matvec(packed[0], *packed[1][:7], x.numpy().reshape(-1))
                 # a numpy reshape: torch's view with a computed size costs several microseconds more
                 return torch.from_numpy(out[None] if x.dim() == 2 else out.reshape(x.shape[:-1] + out.shape))
         for step in self.steps:
