@@ -10,7 +10,10 @@ and keeps a layer only when
 ``time(model without it) / time(model with it) >= min_speedup``
 
 at every batch size. The two variants of each comparison are timed in turn
-within every repeat, so a slow phase of the machine slows both alike.
+within every repeat, so a slow phase of the machine slows both alike. Where
+:func:`.sparse_inference.to_sparse` fuses runs for batch 1
+(:mod:`.sparse_chain`), each variant is timed fused, as it will run: a layer
+that does not pay alone can pay inside a fused run.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from .modes import eval_mode
+from .sparse_chain import fusable_runs, fused_modules
 
 
 def _batch(example: torch.Tensor, size: int) -> torch.Tensor:
@@ -56,17 +60,23 @@ def _compare(model, variants, x, repeats) -> list:
     return [statistics.median(t) for t in times]
 
 
-def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_speedup) -> list:
+def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_speedup, fuse=False) -> list:
     """The ``swaps`` (``(name, SparseLinear)``) that pay on the whole model; the others are
     marked ``"dense"`` in ``decisions`` with a note. ``dense`` maps each name to the module
-    it replaces; the model is left with its original modules and train/eval modes whatever
-    happens (the timings run in eval mode)."""
+    it replaces. With ``fuse``, each variant is timed as it would run: its runs of layers and
+    ReLUs fused (:mod:`.sparse_chain`). The model is left with its original modules and
+    train/eval modes whatever happens (the timings run in eval mode)."""
     by_name, sparse = {d.name: d for d in decisions}, dict(swaps)
     order = sorted(sparse, key=lambda n: min(by_name[n].speedup(b) for b in batch_sizes))  # weakest first
     kept = set(sparse)
+    originals = _touched(model, sparse, fuse)
 
     def variant(names):
-        return {n: sparse[n] if n in names else dense[n] for n in sparse}
+        modules = {**originals, **{n: sparse[n] if n in names else dense[n] for n in sparse}}
+        if fuse:
+            install_modules(model, modules)
+            modules.update(fused_modules(model, fusable_runs(model)))
+        return modules
 
     with eval_mode(model):
         try:
@@ -84,18 +94,20 @@ def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_s
                                    + f" with it (< min_speedup {min_speedup:g})")
                     d.decision = "dense"
         finally:
-            install_modules(model, dense)
+            install_modules(model, {**originals, **dense})
     return [(n, m) for n, m in swaps if n in kept]
 
 
-def fusion_speedup(model, fused, example, repeats) -> float:
-    """``time(model) / time(model with the modules fused)`` for one sample of ``example`` (the fused
-    modules run as before at other batch sizes); the model is left with its modules whatever happens."""
-    names = dict(model.named_modules())
-    before = {n: names[n] for n in fused}
-    with eval_mode(model):
-        try:
-            t_fused, t_before = _compare(model, [fused, before], _batch(example, 1), repeats)
-        finally:
-            install_modules(model, before)
-    return t_before / t_fused
+def _touched(model, sparse, fuse) -> dict:
+    """The modules now in every place a variant may set: the swapped layers, and with ``fuse``
+    every module of a run that fusing all of ``sparse`` would form."""
+    now = dict(model.named_modules())
+    if not fuse:
+        return {}
+    install_modules(model, sparse)
+    try:
+        names = {n for run in fusable_runs(model) for n in run}
+    finally:
+        install_modules(model, {n: now[n] for n in sparse})
+    return {n: now[n] for n in names}
+

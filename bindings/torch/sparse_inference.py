@@ -31,7 +31,7 @@ from layertrim.solvers.base.validation import check_scalar
 
 from .modes import eval_mode
 from .sparse_chain import fusable_runs, fused_modules
-from .sparse_confirm import confirm, fusion_speedup, install_modules
+from .sparse_confirm import confirm, install_modules
 from .sparse_linear import BLOCKS, SparseLinear
 from .sparse_report import LayerDecision, SparseInferenceReport
 
@@ -195,22 +195,6 @@ def _spatial_sizes(model: nn.Module, example) -> dict:
     return sizes
 
 
-def _kept_runs(model, runs, example, repeats, min_speedup, notes) -> list:
-    """``runs`` (:func:`.sparse_chain.fusable_runs`) when fusing them pays at batch 1, else ``[]``;
-    one line in ``notes`` either way. The model is left as it is."""
-    if not runs:
-        return []
-    names = "; ".join(", ".join(r) for r in runs)
-    if example is None or min_speedup == 0:
-        notes.append(f"fused for batch 1: {names} (not timed on the model: no example)")
-        return runs
-    speedup = fusion_speedup(model, fused_modules(model, runs), example, repeats)
-    kept = speedup >= min_speedup
-    notes.append(f"fused for batch 1: {names}: the model ran x{speedup:.2f} at batch 1 with it"
-                 + ("" if kept else f" (< min_speedup {min_speedup:g}: not fused)"))
-    return runs if kept else []
-
-
 def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64), repeats: int = 15,
               layouts=("csr", "bsr", "2:4"), example=None, fuse: bool = True) -> SparseInferenceReport:
     """Replace, in place, each pruned Linear / 1x1 Conv2d by a :class:`SparseLinear` where faster.
@@ -239,8 +223,7 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
         When 1 is among ``batch_sizes``: run each run of converted layers and ``nn.ReLU``
         in an ``nn.Sequential`` as one compiled call at batch 1 (:mod:`.sparse_chain`;
         the run's first module becomes a ``SparseChain``, the others ``nn.Identity``).
-        Given an ``example``, kept only when the model runs ``min_speedup`` times as
-        fast with it at batch 1.
+        The same arithmetic in fewer calls; the whole-model check times the model fused.
 
     Returns
     -------
@@ -267,20 +250,20 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
         decisions.append(d)
         if new is not None:
             swaps.append((name, new.to(m.weight.device)))
-    modules = dict(model.named_modules())
+    modules, fuse = dict(model.named_modules()), fuse and 1 in batch_sizes
     if example is not None and swaps and min_speedup > 0:
         swaps = confirm(model, swaps, {n: modules[n] for n, _ in swaps}, decisions, example, batch_sizes,
-                        repeats, min_speedup)
+                        repeats, min_speedup, fuse)
     install_modules(model, dict(swaps))  # nothing here can fail: plain attribute assignments
-    notes = [n for d in decisions for n in d.notes]
-    runs = fusable_runs(model) if fuse and 1 in batch_sizes else []
     try:
-        runs = _kept_runs(model, runs, example, repeats, min_speedup, notes)
+        runs = fusable_runs(model) if fuse else []
         fused = fused_modules(model, runs)
-    except BaseException:  # the modules before the swaps, in every place the fusion may touch
-        install_modules(model, {n: modules[n] for n in [*dict(swaps), *(n for r in runs for n in r)]})
+    except BaseException:
+        install_modules(model, {n: modules[n] for n, _ in swaps})
         raise
     install_modules(model, fused)
+    notes = [n for d in decisions for n in d.notes]
+    notes += [f"fused for batch 1: {', '.join(run)}" for run in runs]
     if not decisions:
         notes.append("no Linear or 1x1 Conv2d layer has zero weights: nothing to convert")
     return SparseInferenceReport(decisions, notes, runs)
