@@ -186,15 +186,15 @@ def test_one_sample_kernel_follows_new_weights_and_leaves_gradients_to_torch(see
     torch.testing.assert_close(xg.grad, dense.sum(0, keepdim=True), rtol=1e-12, atol=1e-12)
 
 
-def _layer_time(fn, repeats):
+def _layer_times(fns, repeats):
     """Fake micro-benchmark: every layer's dense call 2 s, every sparse candidate 1 s (alone)."""
-    return 2.0 if "dense" in fn.__code__.co_freevars else 1.0
+    return {name: 2.0 if name == "dense" else 1.0 for name in fns}
 
 
 def test_whole_model_check_drops_a_layer_that_slows_the_model(seed, monkeypatch):
     model = _mlp(seed)
     x = torch.randn(1, 40, generator=torch_generator(seed + 2))
-    monkeypatch.setattr(si, "_median_time", _layer_time)
+    monkeypatch.setattr(si, "_median_times", _layer_times)
 
     def model_time(model_, variants, x_, repeats):
         # in the model: the sparse first layer saves 10%, the sparse second layer costs 50%
@@ -210,7 +210,7 @@ def test_whole_model_check_drops_a_layer_that_slows_the_model(seed, monkeypatch)
 def test_whole_model_check_failure_leaves_model_unchanged(seed, monkeypatch):
     model = _mlp(seed)
     before, modules = _state(model), list(model)
-    monkeypatch.setattr(si, "_median_time", _layer_time)
+    monkeypatch.setattr(si, "_median_times", _layer_times)
     calls = []
 
     def flaky(model_, variants, x_, repeats):
@@ -229,7 +229,7 @@ def test_whole_model_check_runs_the_model_at_each_batch_size(seed, monkeypatch):
     x = torch.randn(5, 40, generator=torch_generator(seed + 2))
     with torch.no_grad():
         ref = model(x)
-    monkeypatch.setattr(si, "_median_time", _layer_time)
+    monkeypatch.setattr(si, "_median_times", _layer_times)
     seen = []
     real = sparse_confirm._compare
     monkeypatch.setattr(sparse_confirm, "_compare",
@@ -246,7 +246,7 @@ def test_whole_model_check_leaves_batchnorm_statistics_and_modes_alone(seed, mon
     model.insert(1, nn.BatchNorm1d(32))
     model.train()
     before = _state(model)
-    monkeypatch.setattr(si, "_median_time", _layer_time)
+    monkeypatch.setattr(si, "_median_times", _layer_times)
     to_sparse(model, repeats=2, layouts=("csr",), batch_sizes=(4,), min_speedup=1e-9,
               example=torch.randn(1, 40, generator=torch_generator(seed + 2)))
     assert all(m.training for m in model.modules())

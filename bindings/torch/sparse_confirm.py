@@ -40,15 +40,31 @@ def install_modules(model: nn.Module, modules: dict) -> None:
         setattr(parents[parent] if parent else model, child, module)
 
 
+#: seconds of calls before anything is timed: the first calls in a process (lazy set-up, a sparse
+#: module's arrays, caches, the clock speed) run up to twice as slow as the later ones
+WARM_SECONDS = 0.02
+
+
+def calls_per_sample(fn, seconds: float = 1e-3) -> int:
+    """Call ``fn`` for :data:`WARM_SECONDS` (at least twice); the number of calls that last about
+    ``seconds``, from the last one."""
+    start = time.perf_counter()
+    for i in range(10**6):
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        if i >= 1 and t1 - start >= WARM_SECONDS:
+            break
+    return max(1, int(seconds / max(t1 - t0, 1e-7)))
+
+
 def _compare(model, variants, x, repeats) -> list:
     """Median seconds per forward of ``model`` under each variant (``{name: module}``), timed in turn."""
     times = [[] for _ in variants]
     with torch.no_grad():
-        install_modules(model, variants[0])
-        model(x)  # the first call can take milliseconds (a sparse module's arrays)
-        t0 = time.perf_counter()
-        model(x)
-        calls = max(1, min(100, int(1e-3 / max(time.perf_counter() - t0, 1e-7))))
+        for variant in variants:
+            install_modules(model, variant)
+            calls = min(100, calls_per_sample(lambda: model(x)))
         for _ in range(repeats):
             for spent, variant in zip(times, variants):
                 install_modules(model, variant)

@@ -31,7 +31,7 @@ from layertrim.solvers.base.validation import check_scalar
 
 from .modes import eval_mode
 from .sparse_chain import fusable_runs, fused_modules
-from .sparse_confirm import confirm, install_modules
+from .sparse_confirm import calls_per_sample, confirm, install_modules
 from .sparse_linear import BLOCKS, SparseLinear
 from .sparse_report import LayerDecision, SparseInferenceReport
 
@@ -69,19 +69,25 @@ def _semi_structured_reason(w: torch.Tensor) -> str | None:
     return None
 
 
-def _median_time(fn, repeats: int) -> float:
-    """Median seconds per call of ``fn``; each of the ``repeats`` samples times enough calls to last ~1 ms."""
-    fn()  # warm-up (allocations, kernel selection, a sparse module's first-call arrays)
-    t0 = time.perf_counter()
-    fn()  # sized on a warm call: the first one can take milliseconds
-    calls = max(1, min(1000, int(1e-3 / max(time.perf_counter() - t0, 1e-7))))
-    times = []
+def _median_times(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each ``{name: fn}``, timed in turn within every repeat (a slow
+    phase of the machine slows them all alike); each sample times enough calls to last ~1 ms.
+    A ``fn`` that raises ``RuntimeError`` / ``NotImplementedError`` gets the exception as its entry."""
+    calls, out = {}, {}
+    for name, fn in fns.items():
+        try:
+            calls[name] = min(1000, calls_per_sample(fn))  # after a warm-up (allocations, caches)
+        except (RuntimeError, NotImplementedError) as exc:
+            out[name] = exc
+    times = {name: [] for name in calls}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
+        for name, spent in times.items():
+            fn, n = fns[name], calls[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            spent.append((time.perf_counter() - t0) / n)
+    return {**out, **{name: statistics.median(t) for name, t in times.items()}}
 
 
 def _check_args(model, min_speedup, batch_sizes, repeats, layouts, example, fuse):
@@ -157,13 +163,12 @@ def _decide(name, m, min_speedup, batch_sizes, repeats, layouts, shape_hint):
         dense = _dense_module(m, w, bias)
         for b in batch_sizes:
             x = _input_for(m, b, shape_hint)
-            d.timings[b] = {"dense": _median_time(lambda: dense(x), repeats)}
-            for layout, mod in list(candidates.items()):
-                try:
-                    d.timings[b][layout] = _median_time(lambda: mod(x), repeats)
-                except (RuntimeError, NotImplementedError) as exc:
-                    d.notes.append(f"{name}: {layout} skipped: {str(exc).splitlines()[0]}")
-                    del candidates[layout]
+            fns = {"dense": partial(dense, x), **{layout: partial(mod, x) for layout, mod in candidates.items()}}
+            d.timings[b] = _median_times(fns, repeats)
+            for layout, t in list(d.timings[b].items()):
+                if isinstance(t, Exception):
+                    d.notes.append(f"{name}: {layout} skipped: {str(t).splitlines()[0]}")
+                    del candidates[layout], d.timings[b][layout]
     ratios = {l: min(d.timings[b]["dense"] / d.timings[b][l] for b in batch_sizes) for l in candidates}
     best = max(ratios, key=ratios.get, default=None)
     if best is None or ratios[best] < min_speedup:
