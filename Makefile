@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/layertrim demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --nbmake tests notebooks
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --nbmake notebooks tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -x tests
