@@ -176,3 +176,16 @@ def test_failure_of_the_fused_check_leaves_model_unchanged(seed, monkeypatch):
                   example=torch.zeros(1, 40))
     assert list(model) == modules  # the ReLUs, replaced by Identity in the fused variant, are back
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_relu_module_used_twice_keeps_its_places(seed):
+    g = torch_generator(seed)
+    relu = nn.ReLU()  # one module in two places: named_children lists it once
+    model = nn.Sequential(*[_sparse(12, 12, g, torch.float32)[0] if i % 2 == 0 else relu for i in range(5)])
+    x = torch.randn(1, 12, generator=g)
+    with torch.no_grad():
+        ref = model(x)
+        assert fusable_runs(model) == [["0", "1", "2", "3", "4"]]
+        sparse_confirm.install_modules(model, fused_modules(model, fusable_runs(model)))
+        assert isinstance(model[0], SparseChain) and len(model[0].steps) == 5
+        assert torch.equal(model(x), ref)

@@ -140,7 +140,7 @@ def fusable_runs(model: nn.Module) -> list:
         if not isinstance(seq, nn.Sequential):
             continue
         run, width = [], None
-        for name, m in seq.named_children():
+        for name, m in seq._modules.items():  # every place, a module used twice included
             if not _extends(width, m):
                 runs.append(run)
                 run, width = [], None
@@ -155,9 +155,15 @@ def fusable_runs(model: nn.Module) -> list:
 def fused_modules(model: nn.Module, runs) -> dict:
     """``{dotted name: module}`` that fuses each run: a :class:`SparseChain` of the run's modules in
     the first one's place, ``nn.Identity`` in the others'."""
-    modules = dict(model.named_modules())
     fused = {}
     for names in runs:
-        fused[names[0]] = SparseChain([modules[n] for n in names])
+        fused[names[0]] = SparseChain([module_at(model, n) for n in names])
         fused.update({n: nn.Identity() for n in names[1:]})
     return fused
+
+
+def module_at(model: nn.Module, name: str) -> nn.Module:
+    """The module in the place ``name`` (a dotted path; also a second place of a shared module,
+    which ``named_modules`` lists only once)."""
+    parent, _, child = name.rpartition(".")
+    return (model.get_submodule(parent) if parent else model)._modules[child]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .modes import eval_mode
-from .sparse_chain import fusable_runs, fused_modules
+from .sparse_chain import fusable_runs, fused_modules, module_at
 
 
 def _batch(example: torch.Tensor, size: int) -> torch.Tensor:
@@ -117,13 +117,13 @@ def confirm(model, swaps, dense, decisions, example, batch_sizes, repeats, min_s
 def _touched(model, sparse, fuse) -> dict:
     """The modules now in every place a variant may set: the swapped layers, and with ``fuse``
     every module of a run that fusing all of ``sparse`` would form."""
-    now = dict(model.named_modules())
     if not fuse:
         return {}
+    now = {n: module_at(model, n) for n in sparse}
     install_modules(model, sparse)
     try:
         names = {n for run in fusable_runs(model) for n in run}
+        return {n: now[n] if n in now else module_at(model, n) for n in names}  # the others: not swapped
     finally:
-        install_modules(model, {n: now[n] for n in sparse})
-    return {n: now[n] for n in names}
+        install_modules(model, now)
 
