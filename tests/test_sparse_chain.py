@@ -108,6 +108,11 @@ def test_runs_are_maximal_start_with_a_layer_and_stay_in_their_sequential(seed):
         conv, nn.ReLU(),
     )
     assert fusable_runs(model) == [["1", "2", "3"], ["7.0", "7.1"]]
+
+    class Residual(nn.Sequential):  # its own forward: how it calls its children is its own
+        def forward(self, x):
+            return x + super().forward(x)
+    assert fusable_runs(Residual(layer(8, 8), nn.ReLU(), layer(8, 8))) == []
     fused = fused_modules(model, fusable_runs(model))
     assert isinstance(fused["1"], SparseChain) and isinstance(fused["7.0"], SparseChain)
     assert all(isinstance(fused[n], nn.Identity) for n in ("2", "3", "7.1"))

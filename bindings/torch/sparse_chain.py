@@ -132,13 +132,14 @@ def _extends(width: int | None, m: nn.Module) -> bool:
 
 
 def fusable_runs(model: nn.Module) -> list:
-    """Every run to fuse, as the dotted names of its modules: in each ``nn.Sequential``, a maximal
-    run of CSR ``SparseLinear`` layers and ``nn.ReLU`` that starts with a layer, holds at least
-    two modules, and whose layers' shapes chain (``out`` of one = ``in`` of the next)."""
+    """Every run to fuse, as the dotted names of its modules: in each ``nn.Sequential`` (or a
+    subclass that keeps its ``forward``), a maximal run of CSR ``SparseLinear`` layers and
+    ``nn.ReLU`` that starts with a layer, holds at least two modules, and whose layers' shapes
+    chain (``out`` of one = ``in`` of the next)."""
     runs = []
     for prefix, seq in model.named_modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
+        if not isinstance(seq, nn.Sequential) or type(seq).forward is not nn.Sequential.forward:
+            continue  # a subclass with its own forward may not chain its children
         run, width = [], None
         for name, m in seq._modules.items():  # every place, a module used twice included
             if not _extends(width, m):
