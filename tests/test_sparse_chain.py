@@ -12,6 +12,7 @@ from layertrim.bindings.torch import sparse_inference as si  # noqa: E402
 from layertrim.bindings.torch.sparse_chain import SparseChain, fusable_runs, fused_modules  # noqa: E402
 from layertrim.bindings.torch.sparse_inference import to_sparse  # noqa: E402
 from layertrim.bindings.torch.sparse_linear import SparseLinear  # noqa: E402
+from layertrim.solvers import ParameterError, ShapeError  # noqa: E402
 from seeding import torch_generator, torch_seed  # noqa: E402
 
 # Against a float64 dense reference: each layer's float32 kernel result is within
@@ -80,6 +81,9 @@ def test_chain_follows_new_weights_copies_and_gradients(seed):
         state = {k: v * 2 if k.endswith("weight") else v + 1 for k, v in chain.state_dict().items()}
         chain.load_state_dict(state)  # new values: the cached arrays must not be reused
         torch.testing.assert_close(chain(x), expected(x), rtol=1e-5, atol=1e-5)
+        layer = chain.steps[2]  # loaded on the layer alone: the chain follows too
+        layer.load_state_dict({"weight": layer.weight * 3, "bias": layer.bias - 2})
+        torch.testing.assert_close(chain(x), expected(x), rtol=1e-5, atol=1e-5)
         twin, thawed = copy.deepcopy(chain), pickle.loads(pickle.dumps(chain))
         assert torch.equal(twin(x), chain(x)) and torch.equal(thawed(x), chain(x))
         chain.double()  # replaced buffers: arrays rebuilt for float64
@@ -113,6 +117,15 @@ def test_runs_are_maximal_start_with_a_layer_and_stay_in_their_sequential(seed):
         def forward(self, x):
             return x + super().forward(x)
     assert fusable_runs(Residual(layer(8, 8), nn.ReLU(), layer(8, 8))) == []
+    hooked, watched = layer(8, 8), nn.ReLU()  # a fused module's hooks would not run: not fused
+    hooked.register_forward_hook(lambda *a: None)
+    watched.register_forward_pre_hook(lambda *a: None)
+    assert fusable_runs(nn.Sequential(layer(8, 8), watched, layer(8, 8), nn.ReLU(), hooked, nn.ReLU())) == [
+        ["2", "3"], ]
+    with pytest.raises(ParameterError, match="SparseChain"):
+        SparseChain([nn.ReLU(), layer(8, 8)])
+    with pytest.raises(ShapeError, match="chain"):
+        SparseChain([layer(8, 6), layer(8, 7)])
     fused = fused_modules(model, fusable_runs(model))
     assert isinstance(fused["1"], SparseChain) and isinstance(fused["7.0"], SparseChain)
     assert all(isinstance(fused[n], nn.Identity) for n in ("2", "3", "7.1"))
@@ -142,6 +155,7 @@ def test_to_sparse_fuses_for_batch_1_and_computes_the_same(seed):
     to_sparse(unfused, min_speedup=0.0, repeats=1, layouts=("csr",), fuse=False)
     assert report.fused == [["0", "1", "2", "3"]] and any("fused for batch 1" in n for n in report.notes)
     assert isinstance(model[0], SparseChain) and all(isinstance(model[i], nn.Identity) for i in (1, 2, 3))
+    assert not any(m.training for m in model.modules())  # the new modules follow the model's mode
     assert isinstance(unfused[0], SparseLinear) and isinstance(unfused[1], nn.ReLU)
     with torch.no_grad():
         for i in range(len(x)):
@@ -194,3 +208,22 @@ def test_a_relu_module_used_twice_keeps_its_places(seed):
         sparse_confirm.install_modules(model, fused_modules(model, fusable_runs(model)))
         assert isinstance(model[0], SparseChain) and len(model[0].steps) == 5
         assert torch.equal(model(x), ref)
+
+
+def test_failures_around_the_fusion_leave_model_unchanged(seed, monkeypatch):
+    for target, name in [(si, "fused_modules"), (si, "_dense_module")]:
+        model = _mlp(seed)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        modules = list(model)
+        if name == "fused_modules":
+            def broken(*args):
+                raise RuntimeError("boom")
+        else:  # the dense side of the per-layer benchmark fails: its own error, not a KeyError
+            def broken(*args):
+                return lambda x: (_ for _ in ()).throw(RuntimeError("boom"))
+        with monkeypatch.context() as patch:
+            patch.setattr(target, name, broken)
+            with pytest.raises(RuntimeError, match="boom"):
+                to_sparse(model, min_speedup=0.0, repeats=1, layouts=("csr",))
+        assert list(model) == modules, name
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -27,7 +27,9 @@ import torch
 from numba import njit
 from torch import nn
 
-from .csr_kernel import KernelArrays, kernel_arrays, sparse_matvec
+from layertrim.solvers.base.errors import ParameterError, ShapeError
+
+from .csr_kernel import KernelArrays, sparse_matvec
 from .sparse_linear import SparseLinear
 
 #: columns of the per-layer table: inputs, outputs, and the offsets of its row
@@ -60,18 +62,17 @@ def _layers(steps) -> list:
     layers = []
     for step in steps:
         if isinstance(step, SparseLinear):
-            layers.append([step, False])
+            layers.append((step, False))
         else:
-            layers[-1][1] = True
+            layers[-1] = (layers[-1][0], True)
     return layers
 
 
-def pack(steps) -> tuple[np.ndarray, KernelArrays] | None:
-    """``(table, arrays)`` of ``steps`` (a run :func:`fusable_runs` accepts): every layer's kernel
-    arrays end to end and the per-layer table of :func:`chain_matvec`; ``None`` when a layer's
-    weight is not one the kernel runs (:func:`.csr_kernel.kernel_arrays`)."""
-    layers = _layers(steps)
-    arrays = [kernel_arrays(m._buffers["weight"], m._buffers["bias"]) for m, _ in layers]
+def pack(layers, arrays) -> tuple[np.ndarray, KernelArrays] | None:
+    """``(table, arrays)``: the layers' kernel arrays (``arrays``, one
+    :class:`.csr_kernel.KernelArrays` per ``(SparseLinear, relu)`` of ``layers``) end to end
+    and the per-layer table of :func:`chain_matvec`; ``None`` when a layer's weight is not
+    one the kernel runs."""
     if any(a is None for a in arrays) or len({a.dtype for a in arrays}) != 1:
         return None
     table = np.zeros((len(layers), 7), dtype=np.int64)
@@ -83,24 +84,38 @@ def pack(steps) -> tuple[np.ndarray, KernelArrays] | None:
     return table, KernelArrays(*joined, arrays[0].dtype)
 
 
+def _check_steps(steps) -> None:
+    if not steps or not _starts(steps[0]) or not all(_starts(m) or _is_relu(m) for m in steps):
+        raise ParameterError("a SparseChain runs CSR SparseLinear layers (the first step) and nn.ReLU modules, "
+                             f"got {[type(m).__name__ for m in steps]}")
+    layers = [m for m in steps if _starts(m)]
+    for a, b in zip(layers, layers[1:]):
+        if a.out_features != b.in_features:
+            raise ShapeError(f"a SparseChain's layers must chain: {a.out_features} outputs feed {b.in_features} inputs")
+
+
 class SparseChain(nn.Module):
     """A run of :class:`SparseLinear` (CSR, Linear) and ``nn.ReLU`` modules; one sample runs as
-    one call of :func:`chain_matvec`, anything else through ``steps`` one by one."""
+    one call of :func:`chain_matvec`, anything else through ``steps`` one by one.
+
+    The packed arrays follow each layer's own kernel arrays (rebuilt when a buffer is replaced
+    or loaded: ``.to()``, ``load_state_dict``); edit weights through those, not in place."""
 
     def __init__(self, steps):
         super().__init__()
+        steps = list(steps)
+        _check_steps(steps)
         self.steps = nn.ModuleList(steps)
-        self._layers = [m for m, _ in _layers(steps)]  # a plain list: the per-call check stays short
-        self.in_features, self.out_features = self._layers[0].in_features, self._layers[-1].out_features
+        self._layers = _layers(steps)  # a plain list: the per-call check stays short
+        self.in_features, self.out_features = self._layers[0][0].in_features, self._layers[-1][0].out_features
         self._packed = self._packed_of = None
 
     def _arrays(self) -> tuple[np.ndarray, KernelArrays] | None:
-        """The packed arrays, rebuilt when a layer's buffer is replaced (``.to()``, ``load_state_dict``)."""
+        """The packed arrays, rebuilt when a layer's kernel arrays are."""
+        arrays = [m._kernel_arrays() for m, _ in self._layers]
         of = self._packed_of
-        if of is None or any(m._buffers["weight"] is not w or m._buffers["bias"] is not b
-                             for m, (w, b) in zip(self._layers, of)):
-            self._packed = pack(self.steps)
-            self._packed_of = [(m._buffers["weight"], m._buffers["bias"]) for m in self._layers]
+        if of is None or any(a is not b for a, b in zip(arrays, of)):
+            self._packed, self._packed_of = pack(self._layers, arrays), arrays
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,21 +129,26 @@ class SparseChain(nn.Module):
             x = step(x)
         return x
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._packed = self._packed_of = None  # values may sit in new storage
-
     def __getstate__(self):
         return {**self.__dict__, "_packed": None, "_packed_of": None}
 
 
+def _unhooked(m) -> bool:
+    """No forward hooks: a fused module's hooks would not run at batch 1."""
+    return not (m._forward_hooks or m._forward_pre_hooks)
+
+
 def _starts(m: nn.Module) -> bool:
-    return isinstance(m, SparseLinear) and m._vector
+    return type(m) is SparseLinear and m._vector and _unhooked(m)
+
+
+def _is_relu(m: nn.Module) -> bool:
+    return type(m) is nn.ReLU and _unhooked(m)
 
 
 def _extends(width: int | None, m: nn.Module) -> bool:
     """Whether ``m`` continues a run whose last layer has ``width`` outputs (``None``: no run)."""
-    return width is not None and (isinstance(m, nn.ReLU) or (_starts(m) and m.in_features == width))
+    return width is not None and (_is_relu(m) or (_starts(m) and m.in_features == width))
 
 
 def fusable_runs(model: nn.Module) -> list:
@@ -148,7 +168,7 @@ def fusable_runs(model: nn.Module) -> list:
                 if not _starts(m):
                     continue
             run.append(f"{prefix}.{name}" if prefix else name)
-            width = m.out_features if isinstance(m, SparseLinear) else width
+            width = m.out_features if _starts(m) else width
         runs.append(run)
     return [run for run in runs if len(run) >= 2]
 
@@ -158,8 +178,9 @@ def fused_modules(model: nn.Module, runs) -> dict:
     the first one's place, ``nn.Identity`` in the others'."""
     fused = {}
     for names in runs:
-        fused[names[0]] = SparseChain([module_at(model, n) for n in names])
-        fused.update({n: nn.Identity() for n in names[1:]})
+        first = module_at(model, names[0])
+        fused[names[0]] = SparseChain([module_at(model, n) for n in names]).train(first.training)
+        fused.update({n: nn.Identity().train(first.training) for n in names[1:]})
     return fused
 
 

@@ -13,7 +13,8 @@ at every batch size. The two variants of each comparison are timed in turn
 within every repeat, so a slow phase of the machine slows both alike. Where
 :func:`.sparse_inference.to_sparse` fuses runs for batch 1
 (:mod:`.sparse_chain`), each variant is timed fused, as it will run: a layer
-that does not pay alone can pay inside a fused run.
+that won its own benchmark is kept when it pays inside the fused run, even
+if it would not pay there as a module of its own.
 """
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ def _compare(model, variants, x, repeats) -> list:
     """Median seconds per forward of ``model`` under each variant (``{name: module}``), timed in turn."""
     times = [[] for _ in variants]
     with torch.no_grad():
-        for variant in variants:
+        calls = 100
+        for variant in variants:  # each warmed up; the slowest sets the calls per sample
             install_modules(model, variant)
-            calls = min(100, calls_per_sample(lambda: model(x)))
+            calls = min(calls, calls_per_sample(lambda: model(x)))
         for _ in range(repeats):
             for spent, variant in zip(times, variants):
                 install_modules(model, variant)

@@ -72,7 +72,8 @@ def _semi_structured_reason(w: torch.Tensor) -> str | None:
 def _median_times(fns: dict, repeats: int) -> dict:
     """Median seconds per call of each ``{name: fn}``, timed in turn within every repeat (a slow
     phase of the machine slows them all alike); each sample times enough calls to last ~1 ms.
-    A ``fn`` that raises ``RuntimeError`` / ``NotImplementedError`` gets the exception as its entry."""
+    A ``fn`` that raises ``RuntimeError`` / ``NotImplementedError`` in its warm-up gets the
+    exception as its entry (an error in the timed calls is raised)."""
     calls, out = {}, {}
     for name, fn in fns.items():
         try:
@@ -165,6 +166,8 @@ def _decide(name, m, min_speedup, batch_sizes, repeats, layouts, shape_hint):
             x = _input_for(m, b, shape_hint)
             fns = {"dense": partial(dense, x), **{layout: partial(mod, x) for layout, mod in candidates.items()}}
             d.timings[b] = _median_times(fns, repeats)
+            if isinstance(d.timings[b]["dense"], Exception):
+                raise d.timings[b]["dense"]
             for layout, t in list(d.timings[b].items()):
                 if isinstance(t, Exception):
                     d.notes.append(f"{name}: {layout} skipped: {str(t).splitlines()[0]}")
@@ -229,6 +232,8 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
         in an ``nn.Sequential`` as one compiled call at batch 1 (:mod:`.sparse_chain`;
         the run's first module becomes a ``SparseChain``, the others ``nn.Identity``).
         The same arithmetic in fewer calls; the whole-model check times the model fused.
+        The fused layers' buffers then sit under the chain (``0.steps.2.weight`` for
+        ``2.weight``): ``fuse=False`` keeps every state-dict key of the converted model.
 
     Returns
     -------
@@ -254,7 +259,7 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
         d, new = _decide(name, m, min_speedup, batch_sizes, repeats, layouts, shapes.get(name))
         decisions.append(d)
         if new is not None:
-            swaps.append((name, new.to(m.weight.device)))
+            swaps.append((name, new.to(m.weight.device).train(m.training)))
     modules, fuse = dict(model.named_modules()), fuse and 1 in batch_sizes
     if example is not None and swaps and min_speedup > 0:
         swaps = confirm(model, swaps, {n: modules[n] for n, _ in swaps}, decisions, example, batch_sizes,
