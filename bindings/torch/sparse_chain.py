@@ -112,10 +112,15 @@ class SparseChain(nn.Module):
 
     def _arrays(self) -> tuple[np.ndarray, KernelArrays] | None:
         """The packed arrays, rebuilt when a layer's kernel arrays are."""
-        arrays = [m._kernel_arrays() for m, _ in self._layers]
         of = self._packed_of
-        if of is None or any(a is not b for a, b in zip(arrays, of)):
-            self._packed, self._packed_of = pack(self._layers, arrays), arrays
+        if of is not None:
+            for (m, _), a in zip(self._layers, of):  # a plain loop: this runs on every call
+                if not m.holds(a):
+                    break
+            else:
+                return self._packed
+        arrays = [m._kernel_arrays() for m, _ in self._layers]
+        self._packed, self._packed_of = pack(self._layers, arrays), arrays
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,11 @@ class SparseLinear(nn.Module):
             self._arrays, self._arrays_of, self._bias_of = kernel_arrays(weight, bias), weight, bias
         return self._arrays
 
+    def holds(self, arrays) -> bool:
+        """Whether ``arrays`` are still this layer's kernel arrays (no buffer replaced or loaded since)."""
+        return (arrays is self._arrays and self._arrays_of is self._buffers["weight"]
+                and self._bias_of is self._buffers["bias"])
+
     def _one_sample(self, x: torch.Tensor) -> torch.Tensor:
         """``W x + b`` for one sample with few Python steps (at batch 1 the per-call overhead is of
         the order of the product itself): the compiled kernel (by rows, or by the columns of the
