@@ -30,7 +30,7 @@ from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.validation import check_scalar
 
 from .modes import eval_mode
-from .sparse_chain import fusable_runs, fused_modules
+from .sparse_chain import fusable_runs, fused_modules, warm_up
 from .sparse_confirm import calls_per_sample, confirm, install_modules
 from .sparse_linear import BLOCKS, SparseLinear
 from .sparse_report import LayerDecision, SparseInferenceReport
@@ -250,6 +250,8 @@ def to_sparse(model: nn.Module, *, min_speedup: float = 1.0, batch_sizes=(1, 64)
     min_speedup, batch_sizes, repeats, layouts = _check_args(
         model, min_speedup, batch_sizes, repeats, layouts, example, fuse)
     shapes = _spatial_sizes(model, example)
+    if 1 in batch_sizes:
+        warm_up()
     decisions, swaps = [], []
     for name, m in model.named_modules():
         if not (isinstance(m, nn.Linear) or _is_1x1(m)) or not name:
