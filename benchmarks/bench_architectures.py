@@ -10,10 +10,12 @@ on 128 calibration samples: ``prune(method, sparsity=0.5)`` in the cascade
 scheme with the block engine (``blocks=True``, the default) and, for the same
 model and data in the same run, the network-level engine (``blocks=False``:
 every layer captured over the whole network); with ``--engines ... before``
-also the cascade as it was before the block engine (commit ``959e790``,
-checked out by ``git worktree`` into a temporary folder and imported in place
-of this repository's package; after a warm-up run that fills its compiled
-kernel cache). Each run is a fresh process, so its peak RSS is its own.
+also an earlier cascade: commit ``--before`` (default ``959e790``, the last
+commit before the block engine; ``c2e8181`` is the first release's cascade,
+before any work on real architectures), checked out by ``git worktree`` into a
+temporary folder and imported in place of this repository's package, after a
+warm-up run on a tiny conv net that fills its compiled kernel cache. Image
+batches are plain tensors, which every commit takes. Each run is a fresh process, so its peak RSS is its own.
 Printed per row: seconds, peak RSS (MiB), the relative output error
 ``||f_pruned(x) - f(x)|| / ||f(x)||`` on held-out inputs, and the speedups of
 the block engine over the network engine and over the cascade before it;
@@ -41,7 +43,7 @@ from layertrim.bindings.torch.hf_imports import import_transformers
 
 ROOT = Path(__file__).resolve().parent
 SAMPLES, SEQ, VOCAB = 128, 64, 256
-#: the last commit before the block engine, and where a run finds its checkout
+#: the last commit before the block engine, and where a run finds the checkout of ``--before``
 BEFORE, BEFORE_ENV = "959e790", "LAYERTRIM_BEFORE"
 
 
@@ -91,10 +93,13 @@ def build(name: str):
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        if name in ("resnet18", "mobilenet_v2", "vit", *LIBRARY_VISION):
+        if name == "tiny":
+            model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
+                                        torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10))
+            batches = [torch.randn(16, 3, 32, 32, generator=gen) for _ in range(3)]
+        elif name in ("resnet18", "mobilenet_v2", "vit", *LIBRARY_VISION):
             model = _vision(name)
-            images = [torch.randn(16, 3, 32, 32, generator=gen) for _ in range(SAMPLES // 16 + 1)]
-            batches = images if name != "vit" else [{"pixel_values": x} for x in images]
+            batches = [torch.randn(16, 3, 32, 32, generator=gen) for _ in range(SAMPLES // 16 + 1)]
         else:
             kind, depth = name.split("-")
             model = _lm(kind, int(depth))
@@ -131,12 +136,12 @@ def _one(name, engine, method, refit, prune, options) -> dict:
         err = float((_output(model, held) - dense).norm() / dense.norm())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"model": name, "engine": engine, "seconds": seconds, "rss_mib": rss, "rel_error": err,
-            "layers": len(report.layers), "skipped": len(report.skipped), **getattr(report, "engine", {})}
+            "layers": len(report.layers), "skipped": len(getattr(report, "skipped", ())), **getattr(report, "engine", {})}
 
 
-def _checkout_before(tmp: Path) -> Path:
-    """A package folder whose ``layertrim`` is commit :data:`BEFORE` (a git worktree in ``tmp``)."""
-    subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "add", "--detach", "-f", str(tmp / "src"), BEFORE],
+def _checkout_before(tmp: Path, commit: str) -> Path:
+    """A package folder whose ``layertrim`` is ``commit`` (a git worktree in ``tmp``)."""
+    subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "add", "--detach", "-f", str(tmp / "src"), commit],
                    check=True, capture_output=True)
     pkg = tmp / "pkg" / "layertrim"
     pkg.mkdir(parents=True)
@@ -189,6 +194,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "vit", "gpt2-4", "gpt2-8",
                                                         "gpt2-16", "llama-4", "llama-8", "llama-16"])
     parser.add_argument("--engines", nargs="+", default=["blocks", "network"])
+    parser.add_argument("--before", default=BEFORE, help="the commit the 'before' engine runs")
     parser.add_argument("--method", default="iht")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run (slower runs are cut)")
     parser.add_argument("--no-refit", dest="refit", action="store_false",
@@ -204,8 +210,8 @@ def main(argv=None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         if "before" in args.engines:
-            os.environ[BEFORE_ENV] = str(_checkout_before(Path(tmp)))
-            _run("gpt2-4", "before", args.method, args.timeout, args.refit, args.threads, args.damping)  # warm-up
+            os.environ[BEFORE_ENV] = str(_checkout_before(Path(tmp), args.before))
+            _run("tiny", "before", args.method, args.timeout, args.refit, args.threads, args.damping)  # warm-up
         try:
             rows = [_run(m, e, args.method, args.timeout, args.refit, args.threads, args.damping)
                     for m in args.models for e in args.engines]
@@ -214,7 +220,8 @@ def main(argv=None) -> None:
                 subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "remove", "--force", str(Path(tmp) / "src")],
                                check=False, capture_output=True)
     print(f"prune(method={args.method!r}, sparsity=0.5, refit={args.refit}, damping={args.damping}), cascade, "
-          f"{SAMPLES} calibration samples, {args.threads} thread(s)")
+          f"{SAMPLES} calibration samples, {args.threads} thread(s)"
+          + (f", before = commit {args.before}" if "before" in args.engines else ""))
     print(f"{'model':14s} {'engine':8s} {'seconds':>9s} {'RSS MiB':>8s} {'out err':>8s} {'blocks':>6s} "
           f"{'passes':>6s} {'speedup':>8s} {'vs before':>9s}")
     by = {(r["model"], r["engine"]): r for r in rows}

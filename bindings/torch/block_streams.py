@@ -62,8 +62,10 @@ class Stream:
         args, kwargs = self.sides[b][i]
         return module(self.hidden[b].clone(), *args, **kwargs)
 
-    def advance(self, module, i) -> list:
-        return [first_tensor(self.call(module, i, b)) for b in range(len(self.hidden))]
+    def advance(self, module, i, replay=None) -> list:
+        """Block ``i``'s outputs over every batch (its solved layers replayed by ``replay`` where given)."""
+        return [first_tensor(self.call(module, i, b) if replay is None else replay.call(self, module, i, b))
+                for b in range(len(self.hidden))]
 
     def moved(self, hidden, tail) -> "Stream":
         """The stream one block further: ``hidden`` reshaped to the next block's input (``tail``)."""

@@ -14,8 +14,9 @@ their dense values). Within a block the layers are taken in execution
 order, those reading the same tensor (q/k/v, gate/up, a shortcut and the
 first conv) together, and each group costs one block forward on
 ``H_pruned`` over the calibration set, cut short once the group's layers
-have had their calls (:class:`~.block_streams.CallCounts`); after the block, ``H_pruned``
-advances one block. The whole chain costs ``O(sum of block forwards)``,
+have had their calls (:class:`~.block_streams.CallCounts`), with the layers
+of earlier groups replaying their recorded outputs (:mod:`.replay`); after
+the block, ``H_pruned`` advances one block. The whole chain costs ``O(sum of block forwards)``,
 i.e. linear in depth, and the network is run once (twice when layers before
 the chain were pruned) to record the first block's input and every block's
 side inputs (masks, position embeddings), which are assumed not to depend
@@ -27,9 +28,10 @@ solved layers swapped back to their dense values for the target pass.
 
 Cached memory: ``2 * N * bytes(h)`` for ``N`` calibration batches of hidden
 state ``h`` (the larger of two consecutive blocks' inputs, while a block
-runs), plus one block's targets (at most :data:`TARGET_BYTES`), plus one
-group's statistics (see :mod:`.capture`); ``PruneReport.engine["cache_bytes"]``
-and ``["target_bytes"]`` report the peaks.
+runs), plus one block's targets (at most :data:`TARGET_BYTES`), plus its replayed
+layer outputs (at most :data:`REPLAY_BYTES`), plus one group's statistics
+(see :mod:`.capture`); ``PruneReport.engine["cache_bytes"]``,
+``["target_bytes"]`` and ``["replay_bytes"]`` report the peaks.
 """
 from __future__ import annotations
 
@@ -46,10 +48,13 @@ from .layer_solve import finish_layer, param_tensor, set_values
 from .layers import named_layers, output_rows, unfold_input
 from .modes import eval_mode
 from .passes import TargetSwap
+from .replay import Replay
 
 
 #: the most bytes of a block's layer outputs kept as targets for its groups
 TARGET_BYTES = 1 << 30
+#: the most bytes of a block's solved-layer outputs kept for replay on the pruned stream
+REPLAY_BYTES = 1 << 30
 
 
 def _inside(unit: str, name: str) -> bool:
@@ -79,7 +84,8 @@ class Cascade:
         self.solved = OrderedDict()
         self.dense_values = []
         self.detected = relu_layers(model)
-        self.engine = {"chain_blocks": 0, "network_passes": 0, "cache_bytes": 0, "target_bytes": 0}
+        self.engine = {"chain_blocks": 0, "network_passes": 0, "cache_bytes": 0, "target_bytes": 0,
+                       "replay_bytes": 0}
 
     def _relu(self, name) -> bool:
         return dict(self.run.relu or {}).get(name, name in self.detected)
@@ -107,6 +113,7 @@ class Cascade:
         """Every layer of ``order`` inside the chain ``units``, block by block."""
         self.engine["chain_blocks"] = len(units)
         dense, pruned, keeps = record_inputs(self.model, self.run.data, units, self.modules, self.dense_values)
+        replay = Replay(self.modules, REPLAY_BYTES)
         for i, unit in enumerate(units):
             module = self.modules[unit.name]
             names = [n for n in order if _inside(unit.name, n)]
@@ -118,23 +125,27 @@ class Cascade:
             unit_values = []
             for group in _groups(names, calls):
                 self.bar.set_postfix_str(",".join(group))
-                captured = self._capture_group(module, i, group, dense, pruned, keeps, unit_values, targets)
+                captured = self._capture_group(module, i, group, dense, pruned, keeps, unit_values, targets, replay)
                 pending = {name: self.run.start(name, ld, cascade=True) for name, ld in captured.items()}
                 for name in captured:  # the group's layers share their input: solved concurrently
                     before = len(self.dense_values)
                     self._keep(name, pending[name])
                     unit_values += self.dense_values[before:]
+                replay.add(captured)
             if not last:
                 nxt = units[i + 1].hidden
                 tail = None if nxt.shape == unit.output.shape else tuple(nxt.shape[1:])
                 shared = pruned is dense and not names
-                ahead_pruned = ahead if shared else pruned.advance(module, i)
+                ahead_pruned = ahead if shared else pruned.advance(module, i, replay)
                 dense = dense.moved(ahead, tail)
                 pruned = dense if shared else pruned.moved(ahead_pruned, tail)
+            self.engine["replay_bytes"] = max(self.engine["replay_bytes"], replay.nbytes)
+            replay.clear()
 
-    def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values, targets) -> dict:
+    def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values, targets, replay) -> dict:
         """Targets from block ``i`` at its dense values on ``H_dense`` (``targets``, recorded by
-        :meth:`~.block_streams.Stream.dense_pass`, where given), inputs from it as it is on ``H_pruned``."""
+        :meth:`~.block_streams.Stream.dense_pass`, where given), inputs from it as it is on ``H_pruned``
+        (the block's solved layers replayed)."""
         run = self.run
         cols = {n: Collector(n, self.modules[n], run.modes()[n], run.max_rows, run.seed) for n in group}
         phase = {"now": "targets"}
@@ -158,7 +169,7 @@ class Cascade:
                         cols[n].outputs.extend(targets[n][b])
                         targets[n][b] = None  # released as soon as it is used
                     phase["now"] = "inputs"
-                    calls.run(pruned.call, module, i, b)
+                    calls.run(replay.call, pruned, module, i, b)
                 elif pruned is dense and not unit_values:
                     phase["now"] = "both"
                     calls.run(dense.call, module, i, b)
@@ -167,7 +178,7 @@ class Cascade:
                     with swap.targets():
                         calls.run(dense.call, module, i, b)
                     phase["now"] = "inputs"
-                    calls.run(pruned.call, module, i, b)
+                    calls.run(replay.call, pruned, module, i, b)
                 for col in cols.values():
                     col.flush()
                 calls.learn()
