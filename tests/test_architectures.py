@@ -192,6 +192,26 @@ def test_kept_and_recomputed_block_targets_give_the_same_weights(seed, monkeypat
         assert torch.equal(va, vb), k
 
 
+def test_layers_fed_one_tensor_share_their_statistics(seed, monkeypatch):
+    # q/k/v and gate/up of each block are captured as one problem: the weights of layers
+    # captured one by one, up to the order of float64 sums (reordered reduction: atol)
+    batches = token_batches(seed)
+    capture_module = importlib.import_module("layertrim.bindings.torch.capture")
+    groups = []
+    results = capture_module.SharedCollector.results
+    monkeypatch.setattr(capture_module.SharedCollector, "results",
+                        lambda self, relu_of: groups.append(self.names) or results(self, relu_of))
+    a, b = llama(seed), llama(seed)
+    prune(a, batches, method="magnitude", sparsity=0.5, progress=False)
+    assert groups == [[f"model.layers.{i}.{n}" for n in names] for i in range(2)
+                      for names in (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                                    ["mlp.gate_proj", "mlp.up_proj"])]
+    monkeypatch.setattr(cascade, "shares_input", lambda modules, modes: False)
+    prune(b, batches, method="magnitude", sparsity=0.5, progress=False)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6, msg=k)
+
+
 def _block_forwards(n_layer, seed, blocks):
     model = llama(seed, n_layer)
     calls = {"n": 0}

@@ -43,9 +43,9 @@ from .attention import attention_host, layer_hook
 from .batches import model_batches, module_device
 from .block_streams import CallCounts, record_inputs
 from .blocks import find_chain, trace_calls
-from .capture import Collector, capture, relu_layers
+from .capture import Collector, SharedCollector, capture, relu_layers, shares_input
 from .layer_solve import finish_layer, param_tensor, set_values
-from .layers import named_layers, output_rows, unfold_input
+from .layers import named_layers, output_rows
 from .modes import eval_mode
 from .passes import TargetSwap
 from .replay import Replay
@@ -147,26 +147,33 @@ class Cascade:
         :meth:`~.block_streams.Stream.dense_pass`, where given), inputs from it as it is on ``H_pruned``
         (the block's solved layers replayed)."""
         run = self.run
-        cols = {n: Collector(n, self.modules[n], run.modes()[n], run.max_rows, run.seed) for n in group}
+        modules, modes = [self.modules[n] for n in group], [run.modes()[n] for n in group]
+        if shares_input(modules, modes) and all(attention_host(self.modules, n) is None for n in group):
+            shared = SharedCollector(group, modules, modes[0], run.max_rows, run.seed)
+            cols = {n: shared for n in group}
+        else:
+            cols = {n: Collector(n, m, mode, run.max_rows, run.seed) for n, m, mode in zip(group, modules, modes)}
+        collectors = list({id(c): c for c in cols.values()}.values())
         phase = {"now": "targets"}
         calls = CallCounts(group)
 
-        def hook(m, x, y, col=None):
+        def hook(name, m, x, y):
             if phase["now"] != "inputs":
-                col.outputs.append(output_rows(m, y))
+                cols[name].add_output(name, output_rows(m, y))
             if phase["now"] != "targets":
-                col.inputs.append(unfold_input(m, x))
-            calls.seen(col.name)
+                cols[name].add_input(name, m, x)
+            calls.seen(name)
 
-        handles = [layer_hook(self.modules, n, lambda m, x, y, c=cols[n]: hook(m, x, y, c)) for n in group]
+        handles = [layer_hook(self.modules, n, lambda m, x, y, n=n: hook(n, m, x, y)) for n in group]
         swap = TargetSwap(unit_values)
         try:
             for b, keep in enumerate(keeps):
-                for col in cols.values():
+                for col in collectors:
                     col.keep = keep
                 if targets is not None:
                     for n in group:
-                        cols[n].outputs.extend(targets[n][b])
+                        for rows in targets[n][b]:
+                            cols[n].add_output(n, rows)
                         targets[n][b] = None  # released as soon as it is used
                     phase["now"] = "inputs"
                     calls.run(replay.call, pruned, module, i, b)
@@ -179,13 +186,13 @@ class Cascade:
                         calls.run(dense.call, module, i, b)
                     phase["now"] = "inputs"
                     calls.run(replay.call, pruned, module, i, b)
-                for col in cols.values():
+                for col in collectors:
                     col.flush()
                 calls.learn()
         finally:
             for h in handles:
                 h.remove()
-        return {n: col.result(self._relu(n)) for n, col in cols.items()}
+        return {n: ld for col in collectors for n, ld in col.results(self._relu).items()}
 
 
 def solve_cascade(model, run, names, snapshot, bar, *, blocks=True) -> tuple:
