@@ -196,7 +196,7 @@ def test_layers_fed_one_tensor_share_their_statistics(seed, monkeypatch):
     # q/k/v and gate/up of each block are captured as one problem: the weights of layers
     # captured one by one, up to the order of float64 sums (reordered reduction: atol)
     batches = token_batches(seed)
-    capture_module = importlib.import_module("layertrim.bindings.torch.capture")
+    capture_module = importlib.import_module("layertrim.bindings.torch.shared_input")
     groups = []
     results = capture_module.SharedCollector.results
     monkeypatch.setattr(capture_module.SharedCollector, "results",
@@ -240,12 +240,13 @@ def _down_proj_calls(seed, n_batches):
 def test_group_captures_stop_once_the_group_has_been_called(seed):
     # down_proj ends a Llama block. From the second batch on, the captures of the
     # groups before it (q/k/v, o, gate/up) stop before reaching it, so each further
-    # batch calls it, per block: once recording the inputs, once in the dense pass
-    # that gives every layer's targets (and advances the dense stream), once for
-    # its own group's inputs, and once advancing the pruned stream past every block
-    # but the last: 4 + 3 = 7 calls per batch (8 when each group ran the dense block
-    # for its own targets, 19 if every capture also ran whole blocks)
-    assert _down_proj_calls(seed, 3) - _down_proj_calls(seed, 1) == 2 * 7
+    # batch calls it, per block: once in the dense pass that gives every layer's
+    # targets (and advances the dense stream), once for its own group's inputs, and
+    # once advancing the pruned stream past every block but the last; recording the
+    # first block's inputs skips the blocks: 3 + 2 = 5 calls per batch (6 when each
+    # group ran the dense block for its own targets, 17 if every capture also ran
+    # whole blocks, 7 if recording the inputs ran them)
+    assert _down_proj_calls(seed, 3) - _down_proj_calls(seed, 1) == 2 * 5
 
 
 def test_failure_half_way_leaves_the_model_bit_identical(seed, monkeypatch):

@@ -1,5 +1,7 @@
-"""Solved layers replayed on the block engine's pruned stream: the same weights as computing
-them again, each layer computed once there, in-place changes and second calls computed."""
+"""Work the block engine skips: solved layers replayed on its pruned stream (the same weights as
+computing them again, each layer computed once there, in-place changes and second calls
+computed), and the blocks skipped while the first block's inputs are recorded."""
+import copy
 import importlib
 
 import pytest
@@ -88,3 +90,32 @@ def test_each_solved_layer_is_computed_once_on_the_pruned_stream(seed, monkeypat
 def test_replay_leaves_no_patched_forward(seed, monkeypatch):
     model, _ = _pruned(seed, 1 << 30, monkeypatch)
     assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+class Residual(nn.Module):
+    """A chain of blocks, then code that needs the batch's own shapes (the input added back)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(*(nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU()) for _ in range(3)))
+
+    def forward(self, x):
+        return self.blocks(x) + x
+
+
+def test_recording_falls_back_to_whole_passes_where_skipped_blocks_do_not_fit(seed):
+    # the skipped blocks return the traced batch's outputs (4 samples); the last batch holds 3,
+    # so adding the input back fails and that batch is recorded by a whole pass
+    gen = torch_generator(seed)
+    data = [torch.randn(4, WIDTH, generator=gen), torch.randn(4, WIDTH, generator=gen),
+            torch.randn(3, WIDTH, generator=gen)]
+    with torch_seed(seed):
+        a = Residual().eval()
+    b = copy.deepcopy(a)
+    ra = prune(a, data, method="magnitude", sparsity=0.5, progress=False)
+    prune(b, data, method="magnitude", sparsity=0.5, progress=False, blocks=False)
+    assert ra.engine["chain_blocks"] >= 3
+    assert all("forward" not in m.__dict__ for m in a.modules())
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        # the same float32 operations in both engines; atol covers a reordered reduction
+        torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6, msg=k)

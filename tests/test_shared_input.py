@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from layertrim.bindings.torch.capture import Collector, SharedCollector, shares_input  # noqa: E402
+from layertrim.bindings.torch.capture import Collector  # noqa: E402
+from layertrim.bindings.torch.shared_input import SharedCollector, shares_input  # noqa: E402
 from layertrim.bindings.torch.layers import output_rows  # noqa: E402
 from layertrim.solvers import ParameterError  # noqa: E402
 from seeding import torch_generator, torch_seed  # noqa: E402

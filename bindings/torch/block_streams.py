@@ -8,10 +8,13 @@ a block forward short once a group's layers have had their calls.
 """
 from __future__ import annotations
 
+import torch
+
 from .attention import layer_hook
 from .batches import model_batches, module_device
 from .blocks import first_tensor
 from .layers import output_rows
+from .modes import forwards_replaced
 from .passes import TargetSwap
 
 
@@ -117,6 +120,10 @@ def record_inputs(model, data, units, modules, dense_values):
 
     Returns ``(H_dense, H_pruned, keeps)`` as :class:`Stream` s, one object
     when nothing before the chain has been solved (the streams coincide).
+    The blocks are skipped meanwhile (:func:`_units_skipped`), so a pass costs
+    the modules before and after the chain, not a network forward; a batch the
+    skipped blocks' outputs do not fit (code after the chain that needs its
+    own shapes) is recorded by a whole pass.
     """
     seen = {}
 
@@ -132,16 +139,25 @@ def record_inputs(model, data, units, modules, dense_values):
     hidden = {p: [] for p in phases}
     sides = {p: [] for p in phases}
     keeps = []
+
+    def run(batch):
+        seen.clear()
+        try:
+            with _units_skipped(units, modules):
+                batch(model)
+        except Exception:  # noqa: BLE001 - code after the chain that needs this batch's own shapes
+            seen.clear()
+            batch(model)
+
     try:
         for batch in model_batches(model, data, module_device(model)):
             keeps.append(batch.keep())
             for phase in phases:
-                seen.clear()
                 if phase == "dense" and swap.pairs:
                     with swap.targets():
-                        batch(model)
+                        run(batch)
                 else:
-                    batch(model)
+                    run(batch)
                 hidden[phase].append(seen[0][0])
                 sides[phase].append([seen[i][1] for i in range(len(units))])
     finally:
@@ -149,3 +165,11 @@ def record_inputs(model, data, units, modules, dense_values):
             h.remove()
     dense = Stream(hidden["dense"], sides["dense"])
     return dense, (Stream(hidden["pruned"], sides["pruned"]) if swap.pairs else dense), keeps
+
+
+def _units_skipped(units, modules):
+    """Each unit that returned a tensor on the traced batch returns a copy of it instead of
+    computing: its pre-hook still sees its arguments, and the side inputs are taken not to depend
+    on the hidden state (units returning more than a tensor run as usual)."""
+    return forwards_replaced({modules[u.name]: lambda *args, u=u, **kwargs: u.returned.clone()
+                              for u in units if isinstance(u.returned, torch.Tensor)})

@@ -39,12 +39,14 @@ def first_tensor(value):
 
 @dataclass
 class Call:
-    """One traced module call: its first argument and (first) output, plus the tensors it received."""
+    """One traced module call: its first argument and (first) output, plus the tensors it received
+    and what it returned."""
 
     name: str
     hidden: object
     output: object
     inputs: list = field(default_factory=list)
+    returned: object = None
 
 
 def _tensors(args, kwargs) -> list:
@@ -68,7 +70,8 @@ def trace_calls(model: nn.Module, batch) -> list:
         calls.append(call)
 
     def after(module, args, kwargs, output, name=None):
-        open_calls[name].pop().output = first_tensor(output)
+        call = open_calls[name].pop()
+        call.output, call.returned = first_tensor(output), output
 
     for name, module in model.named_modules():
         if name:

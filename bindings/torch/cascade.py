@@ -18,9 +18,9 @@ have had their calls (:class:`~.block_streams.CallCounts`), with the layers
 of earlier groups replaying their recorded outputs (:mod:`.replay`); after
 the block, ``H_pruned`` advances one block. The whole chain costs ``O(sum of block forwards)``,
 i.e. linear in depth, and the network is run once (twice when layers before
-the chain were pruned) to record the first block's input and every block's
-side inputs (masks, position embeddings), which are assumed not to depend
-on the hidden states.
+the chain were pruned), with the blocks skipped, to record the first block's
+input and every block's side inputs (masks, position embeddings), which are
+assumed not to depend on the hidden states.
 
 Layers outside the chain (a stem before it, a classifier head after it)
 are solved as before: one capture over the whole network per layer, with the
@@ -43,12 +43,13 @@ from .attention import attention_host, layer_hook
 from .batches import model_batches, module_device
 from .block_streams import CallCounts, record_inputs
 from .blocks import find_chain, trace_calls
-from .capture import Collector, SharedCollector, capture, relu_layers, shares_input
+from .capture import Collector, capture, relu_layers
 from .layer_solve import finish_layer, param_tensor, set_values
 from .layers import named_layers, output_rows
 from .modes import eval_mode
 from .passes import TargetSwap
 from .replay import Replay
+from .shared_input import SharedCollector, shares_input
 
 
 #: the most bytes of a block's layer outputs kept as targets for its groups
@@ -139,7 +140,7 @@ class Cascade:
                 ahead_pruned = ahead if shared else pruned.advance(module, i, replay)
                 dense = dense.moved(ahead, tail)
                 pruned = dense if shared else pruned.moved(ahead_pruned, tail)
-            self.engine["replay_bytes"] = max(self.engine["replay_bytes"], replay.nbytes)
+            self.engine["replay_bytes"] = max(self.engine["replay_bytes"], replay.bytes)
             replay.clear()
 
     def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values, targets, replay) -> dict:

@@ -1,4 +1,5 @@
-"""Run a model in eval mode for a while and give every module its own train/eval flag back."""
+"""Change modules for a while and give them back as they were: eval mode (every module's own
+train/eval flag back), forwards replaced."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -17,3 +18,21 @@ def eval_mode(model: nn.Module):
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+@contextmanager
+def forwards_replaced(replacements: dict):
+    """Inside the block, each module ``m`` of ``replacements`` (``{m: fn}``) runs ``fn`` in place of
+    its ``forward`` (an instance attribute: hooks still run); the forwards are restored after it."""
+    patched = []
+    try:
+        for module, fn in replacements.items():
+            patched.append((module, module.__dict__.get("forward")))
+            module.forward = fn
+        yield
+    finally:
+        for module, previous in patched:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous

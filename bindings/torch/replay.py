@@ -21,11 +21,10 @@ recorded ones take :attr:`Replay.max_bytes`, are computed as usual.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 
 from .attention import attention_host
+from .modes import forwards_replaced
 
 
 class Replay:
@@ -47,34 +46,13 @@ class Replay:
         """Forget every layer and output (the next block)."""
         self.outputs, self.bytes = {}, 0
 
-    @property
-    def nbytes(self) -> int:
-        return self.bytes
-
     def call(self, stream, module, i, b):
         """``stream.call(module, i, b)`` with the solved layers replayed on batch ``b``."""
         if not self.outputs:
             return stream.call(module, i, b)
         self._batch, self._called = b, set()
-        with self._patched():
+        with forwards_replaced({self.modules[n]: self._forward(n, self.modules[n].forward) for n in self.outputs}):
             return stream.call(module, i, b)
-
-    @contextmanager
-    def _patched(self):
-        """Each solved layer's ``forward`` replaced by :meth:`_forward` (an instance attribute)."""
-        patched = []
-        try:
-            for name in self.outputs:
-                module = self.modules[name]
-                patched.append((module, module.__dict__.get("forward")))
-                module.forward = self._forward(name, module.forward)
-            yield
-        finally:
-            for module, previous in patched:
-                if previous is None:
-                    del module.forward
-                else:
-                    module.forward = previous
 
     def _forward(self, name, compute):
         def forward(*args, **kwargs):
