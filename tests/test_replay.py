@@ -70,6 +70,12 @@ def test_replayed_layers_give_the_weights_of_computed_ones(seed, monkeypatch, re
     assert 0 < ra.engine["replay_bytes"] <= replay_bytes and rb.engine["replay_bytes"] == 0
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+    # and the network-level engine, which replays nothing: the same float32 operations
+    # (atol covers a reordered reduction)
+    c = _model(seed)
+    prune(c, _data(seed), method="magnitude", sparsity=0.5, progress=False, blocks=False)
+    for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
+        torch.testing.assert_close(va, vc, rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_each_solved_layer_is_computed_once_on_the_pruned_stream(seed, monkeypatch):

@@ -57,8 +57,13 @@ def test_another_input_is_refused(seed):
     x, other = torch.randn(5, 12, generator=gen), torch.randn(5, 12, generator=gen)
     shared.add_input("q", layers["q"], x)
     shared.add_input("k", layers["k"], x.clone())  # equal values are the same rows
-    with pytest.raises(ParameterError, match="'v' read another"):
+    with pytest.raises(ParameterError, match="call 1 of 'v' read other values"):
         shared.add_input("v", layers["v"], other)
+    shared = SharedCollector(list(layers), list(layers.values()), "gram", 100, 0)
+    shared.add_input("q", layers["q"], x)
+    x.mul_(2.0)  # the same tensor, changed in place since the first layer read it
+    with pytest.raises(ParameterError, match="call 1 of 'k' read other values"):
+        shared.add_input("k", layers["k"], x)
 
 
 def test_which_layers_share_their_rows(seed):

@@ -8,7 +8,7 @@ a block forward short once a group's layers have had their calls.
 """
 from __future__ import annotations
 
-import torch
+from functools import partial
 
 from .attention import layer_hook
 from .batches import model_batches, module_device
@@ -145,7 +145,10 @@ def record_inputs(model, data, units, modules, dense_values):
         try:
             with _units_skipped(units, modules):
                 batch(model)
+            whole = len(seen) < len(units)  # code that stopped early on the skipped blocks' outputs
         except Exception:  # noqa: BLE001 - code after the chain that needs this batch's own shapes
+            whole = True
+        if whole:
             seen.clear()
             batch(model)
 
@@ -168,8 +171,12 @@ def record_inputs(model, data, units, modules, dense_values):
 
 
 def _units_skipped(units, modules):
-    """Each unit that returned a tensor on the traced batch returns a copy of it instead of
-    computing: its pre-hook still sees its arguments, and the side inputs are taken not to depend
-    on the hidden state (units returning more than a tensor run as usual)."""
-    return forwards_replaced({modules[u.name]: lambda *args, u=u, **kwargs: u.returned.clone()
-                              for u in units if isinstance(u.returned, torch.Tensor)})
+    """Each unit that returned a tensor alone on the traced batch returns a copy of it instead of
+    computing: its pre-hook still sees its arguments. Side inputs are taken not to depend on the
+    hidden state, here for both streams: one computed from a block's output would be the traced
+    batch's (units returning more than a tensor run as usual)."""
+    return forwards_replaced({modules[u.name]: partial(_traced_output, u) for u in units if u.plain})
+
+
+def _traced_output(unit, *args, **kwargs):
+    return unit.output.clone()

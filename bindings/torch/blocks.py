@@ -39,14 +39,14 @@ def first_tensor(value):
 
 @dataclass
 class Call:
-    """One traced module call: its first argument and (first) output, plus the tensors it received
-    and what it returned."""
+    """One traced module call: its first argument and (first) output, plus the tensors it received;
+    ``plain``: it returned that tensor alone."""
 
     name: str
     hidden: object
     output: object
     inputs: list = field(default_factory=list)
-    returned: object = None
+    plain: bool = False
 
 
 def _tensors(args, kwargs) -> list:
@@ -71,7 +71,7 @@ def trace_calls(model: nn.Module, batch) -> list:
 
     def after(module, args, kwargs, output, name=None):
         call = open_calls[name].pop()
-        call.output, call.returned = first_tensor(output), output
+        call.output, call.plain = first_tensor(output), isinstance(output, torch.Tensor)
 
     for name, module in model.named_modules():
         if name:

@@ -115,6 +115,7 @@ class Cascade:
         self.engine["chain_blocks"] = len(units)
         dense, pruned, keeps = record_inputs(self.model, self.run.data, units, self.modules, self.dense_values)
         replay = Replay(self.modules, REPLAY_BYTES)
+        traced = {c.name for c in calls}
         for i, unit in enumerate(units):
             module = self.modules[unit.name]
             names = [n for n in order if _inside(unit.name, n)]
@@ -124,7 +125,10 @@ class Cascade:
             ahead, targets, target_bytes = dense.dense_pass(module, i, names, self.modules, last, TARGET_BYTES)
             self.engine["target_bytes"] = max(self.engine["target_bytes"], target_bytes)
             unit_values = []
-            for group in _groups(names, calls):
+            groups = _groups(names, calls)
+            # a layer the traced batch never called has no place in the order: it may feed a replayed one
+            replayable = all(n in traced or attention_host(self.modules, n) is not None for n in names)
+            for g, group in enumerate(groups):
                 self.bar.set_postfix_str(",".join(group))
                 captured = self._capture_group(module, i, group, dense, pruned, keeps, unit_values, targets, replay)
                 pending = {name: self.run.start(name, ld, cascade=True) for name, ld in captured.items()}
@@ -132,7 +136,8 @@ class Cascade:
                     before = len(self.dense_values)
                     self._keep(name, pending[name])
                     unit_values += self.dense_values[before:]
-                replay.add(captured)
+                if replayable and g + 1 < len(groups):  # the advance computes the last group once anyway
+                    replay.add(captured)
             if not last:
                 nxt = units[i + 1].hidden
                 tail = None if nxt.shape == unit.output.shape else tuple(nxt.shape[1:])
@@ -140,8 +145,8 @@ class Cascade:
                 ahead_pruned = ahead if shared else pruned.advance(module, i, replay)
                 dense = dense.moved(ahead, tail)
                 pruned = dense if shared else pruned.moved(ahead_pruned, tail)
-            self.engine["replay_bytes"] = max(self.engine["replay_bytes"], replay.bytes)
             replay.clear()
+        self.engine["replay_bytes"] = replay.peak
 
     def _capture_group(self, module, i, group, dense, pruned, keeps, unit_values, targets, replay) -> dict:
         """Targets from block ``i`` at its dense values on ``H_dense`` (``targets``, recorded by

@@ -27,8 +27,9 @@ def forwards_replaced(replacements: dict):
     patched = []
     try:
         for module, fn in replacements.items():
-            patched.append((module, module.__dict__.get("forward")))
+            previous = module.__dict__.get("forward")
             module.forward = fn
+            patched.append((module, previous))
         yield
     finally:
         for module, previous in patched:

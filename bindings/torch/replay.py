@@ -17,7 +17,11 @@ instead of up to ``k`` times (a transformer block's q/k/v: 4 times, 1).
 Only a layer's first call of a block forward is replayed (a later call may
 read a layer solved after it); the other calls, the layers the projections
 of ``nn.MultiheadAttention`` compute functionally, and every output once the
-recorded ones take :attr:`Replay.max_bytes`, are computed as usual.
+recorded ones take :attr:`Replay.max_bytes`, are computed as usual. The
+cascade replays nothing in a block holding a layer the traced batch did not
+call (it has no place in the execution order). In-place changes are seen
+through the version counter: a kernel writing through ``.data`` or a raw
+pointer is not, and would change what is replayed.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ class Replay:
     def __init__(self, modules: dict, max_bytes: int):
         self.modules, self.max_bytes = modules, max_bytes
         self.outputs: dict = {}
-        self.bytes = 0
+        self.bytes = self.peak = 0
         self._batch, self._called = None, set()
 
     def add(self, names) -> None:
@@ -60,16 +64,17 @@ class Replay:
                 return compute(*args, **kwargs)
             self._called.add(name)
             recorded = self.outputs[name].get(self._batch)
-            if recorded is not None and _version(recorded[0]) == recorded[1]:
+            if recorded is not None and tensor_version(recorded[0]) == recorded[1]:
                 return recorded[0]
             if recorded is not None:  # changed in place after it was recorded
                 del self.outputs[name][self._batch]
                 self.bytes -= _nbytes(recorded[0])
             y = compute(*args, **kwargs)
-            version = _version(y)
+            version = tensor_version(y)
             if version is not None and self.bytes + _nbytes(y) <= self.max_bytes:
                 self.outputs[name][self._batch] = (y, version)
                 self.bytes += _nbytes(y)
+                self.peak = max(self.peak, self.bytes)
             return y
         return forward
 
@@ -78,7 +83,7 @@ def _nbytes(y: torch.Tensor) -> int:
     return y.numel() * y.element_size()
 
 
-def _version(y):
+def tensor_version(y):
     """The version counter of tensor ``y`` (bumped by every in-place change), None where it has none."""
     if not isinstance(y, torch.Tensor) or y.is_inference():
         return None

@@ -15,20 +15,21 @@ from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.gram import GramStats
 
 from .capture import Collector, LayerData
-from .layers import input_features, kind_of
+from .layers import KINDS, input_features, kind_of
+from .replay import tensor_version
 
 
 def shares_input(modules: list, modes: list) -> bool:
-    """Whether layers fed one tensor give the same rows ``X``: Gram mode, Linear-like layers of one
-    input width or plain (ungrouped) convolutions of one geometry, none of them called functionally
-    by an attention module (an in-projection view)."""
+    """Whether layers fed one tensor give the same rows ``X``: Gram mode, and the built-in
+    Linear-like kinds of one input width or plain (ungrouped) convolutions of one geometry. The
+    caller leaves out layers an attention module computes functionally (their rows are its own)."""
     kinds = {kind_of(m) for m in modules}
-    if len(modules) < 2 or set(modes) != {"gram"} or len(kinds) != 1 or any(k is None for k in kinds):
+    if len(modules) < 2 or set(modes) != {"gram"} or len(kinds) != 1:
         return False
     kind = kinds.pop()
-    if kind.name in ("Linear", "Conv1D"):
+    if kind in (KINDS[1], KINDS[2]):  # nn.Linear, transformers' Conv1D
         return len({input_features(m) for m in modules}) == 1
-    if kind.name == "Conv":
+    if kind is KINDS[3]:  # Conv1d / Conv2d
         return len({(type(m), m.in_channels, m.kernel_size, m.stride, m.dilation, m.groups, m.padding_mode,
                      tuple(m._reversed_padding_repeated_twice)) for m in modules}) == 1 and modules[0].groups == 1
     return False
@@ -53,13 +54,17 @@ class SharedCollector(Collector):
         k = self._seen[name]
         self._seen[name] += 1
         if name == self.names[0]:
-            self.sources.append(x)
+            self.sources.append((x, tensor_version(x)))
             super().add_input(name, module, x)
-        elif k >= len(self.sources) or not (x is self.sources[k] or torch.equal(x, self.sources[k])):
-            raise ParameterError(f"layers {self.names} read one tensor on the first batch but "
-                                 f"{name!r} read another on a later call")
+            return
+        source, version = self.sources[k] if k < len(self.sources) else (None, None)
+        same = source is not None and (tensor_version(x) == version if x is source else torch.equal(x, source))
+        if not same:
+            raise ParameterError(f"layers {self.names} read one tensor on the traced batch, but call {k + 1} of "
+                                 f"{name!r} read other values than call {k + 1} of {self.names[0]!r}")
 
     def add_output(self, name, rows) -> None:
+        """The output rows of a call of layer ``name`` (its block of the side-by-side outputs)."""
         self.parts[name].append(rows)
 
     def flush(self):
@@ -74,6 +79,7 @@ class SharedCollector(Collector):
         super().flush()
 
     def results(self, relu_of) -> dict:
+        """``{name: LayerData}``, each layer's statistics the columns of its outputs."""
         whole = self.result(False).groups[0]
         out, start = {}, 0
         for name, width in zip(self.names, self.widths or [0] * len(self.names)):
