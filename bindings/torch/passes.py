@@ -13,7 +13,7 @@ import torch
 from layertrim.solvers.base.errors import ParameterError, ShapeError
 
 from .attention import layer_hook
-from .layers import named_layers, output_rows, unfold_input
+from .layers import named_layers, output_rows
 
 
 class TargetSwap:
@@ -64,16 +64,16 @@ def register_hooks(chosen, collectors, dense, model, swap, handles: list) -> Non
                                  f"{tuple(getattr(other, 'weight', torch.empty(0)).shape)}, the model "
                                  f"{tuple(mod.weight.shape)}")
 
-        def grab_in(module, x, y, col=col):
+        def grab_in(module, x, y, col=col, n=n):
             if swap.phase != "targets":
-                col.inputs.append(unfold_input(module, x))
+                col.add_input(n, module, x)
             if dense is model and swap.phase != "inputs":
-                col.outputs.append(output_rows(module, y))
+                col.add_output(n, output_rows(module, y))
 
         handles.append(layer_hook(model_modules, n, grab_in))
         if dense is not model:
 
-            def grab_out(module, x, y, col=col):
-                col.outputs.append(output_rows(module, y))
+            def grab_out(module, x, y, col=col, n=n):
+                col.add_output(n, output_rows(module, y))
 
             handles.append(layer_hook(dense_modules, n, grab_out))
