@@ -15,7 +15,8 @@ commit before the block engine; ``c2e8181`` is the first release's cascade,
 before any work on real architectures), checked out by ``git worktree`` into a
 temporary folder and imported in place of this repository's package, after a
 warm-up run on a tiny conv net that fills its compiled kernel cache. Image
-batches are plain tensors, which every commit takes. Each run is a fresh process, so its peak RSS is its own.
+batches are plain tensors, which every commit takes. Each run is a fresh
+process, so its peak RSS is its own.
 Printed per row: seconds, peak RSS (MiB), the relative output error
 ``||f_pruned(x) - f(x)|| / ||f(x)||`` on held-out inputs, and the speedups of
 the block engine over the network engine and over the cascade before it;

@@ -1,5 +1,8 @@
 """Layers fed one tensor (q/k/v, gate/up) captured as one problem with their outputs side by side:
 each layer's statistics equal those captured on its own, and ``X^T X`` is one array for all."""
+import dataclasses
+import importlib
+
 import numpy as np
 import pytest
 
@@ -80,3 +83,21 @@ def test_which_layers_share_their_rows(seed):
     assert not shares_input([conv3, conv1], ["gram", "gram"])  # a ResNet block's conv1 and downsample
     assert not shares_input([depthwise, depthwise], ["gram", "gram"])
     assert not shares_input([a, conv1], ["gram", "gram"])
+
+
+def test_a_registered_kind_leaves_the_built_in_ones_recognised(seed, monkeypatch):
+    # register_kind puts a new kind first: the built-in kinds must not be found by position
+    layers_module = importlib.import_module("layertrim.bindings.torch.layers")
+    monkeypatch.setattr(layers_module, "KINDS", list(layers_module.KINDS))
+    scaled = dataclasses.replace(layers_module.LINEAR, name="Scaled", matches=lambda m: isinstance(m, Scaled))
+    layers_module.register_kind(scaled)
+    with torch_seed(seed):
+        a, b, c, d = nn.Linear(8, 4), nn.Linear(8, 6), Scaled(8, 4), Scaled(8, 6)
+        conv, twin = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+    assert shares_input([a, b], ["gram", "gram"])
+    assert shares_input([conv, twin], ["gram", "gram"])
+    assert not shares_input([c, d], ["gram", "gram"])  # its rows are its own business
+
+
+class Scaled(nn.Linear):
+    """A Linear subclass a user gave its own kind."""

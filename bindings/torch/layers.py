@@ -120,18 +120,19 @@ def _out_first_from_matrices(m, W):
     return W.transpose(1, 2).reshape(m.weight.shape).contiguous()
 
 
-KINDS: list = [
-    LayerKind("MultiheadAttention.in_proj", lambda m: isinstance(m, in_projection.InProjection), lambda m: 1,
-              in_projection.rows, in_projection.rows, lambda m, w: w.t().unsqueeze(0).contiguous(),
-              lambda m, W: W[0].t().contiguous(), site=lambda m: (m.attention, "in_proj_weight"),
-              refusal=in_projection.refusal, by_default=False),
-    LayerKind("Linear", lambda m: isinstance(m, nn.Linear), lambda m: 1, _linear_unfold, _linear_rows,
-              _out_first_to_matrices, _out_first_from_matrices),
-    LayerKind("Conv1D", _is_hf_conv1d, lambda m: 1, _linear_unfold, _linear_rows,
-              lambda m, w: w.unsqueeze(0).contiguous(), lambda m, W: W[0].contiguous()),
-    LayerKind("Conv", lambda m: isinstance(m, (nn.Conv1d, nn.Conv2d)), lambda m: m.groups, _conv_unfold,
-              _conv_rows, _out_first_to_matrices, _out_first_from_matrices),
-]
+#: the built-in kinds (a registered kind goes before them in :data:`KINDS`)
+IN_PROJECTION = LayerKind(
+    "MultiheadAttention.in_proj", lambda m: isinstance(m, in_projection.InProjection), lambda m: 1,
+    in_projection.rows, in_projection.rows, lambda m, w: w.t().unsqueeze(0).contiguous(),
+    lambda m, W: W[0].t().contiguous(), site=lambda m: (m.attention, "in_proj_weight"),
+    refusal=in_projection.refusal, by_default=False)
+LINEAR = LayerKind("Linear", lambda m: isinstance(m, nn.Linear), lambda m: 1, _linear_unfold, _linear_rows,
+                   _out_first_to_matrices, _out_first_from_matrices)
+HF_CONV1D = LayerKind("Conv1D", _is_hf_conv1d, lambda m: 1, _linear_unfold, _linear_rows,
+                      lambda m, w: w.unsqueeze(0).contiguous(), lambda m, W: W[0].contiguous())
+CONV = LayerKind("Conv", lambda m: isinstance(m, (nn.Conv1d, nn.Conv2d)), lambda m: m.groups, _conv_unfold,
+                 _conv_rows, _out_first_to_matrices, _out_first_from_matrices)
+KINDS: list = [IN_PROJECTION, LINEAR, HF_CONV1D, CONV]
 
 
 def register_kind(kind: LayerKind) -> None:

@@ -15,7 +15,7 @@ from layertrim.solvers.base.errors import ParameterError
 from layertrim.solvers.base.gram import GramStats
 
 from .capture import Collector, LayerData
-from .layers import KINDS, input_features, kind_of
+from .layers import CONV, HF_CONV1D, LINEAR, input_features, kind_of
 from .replay import tensor_version
 
 
@@ -27,9 +27,9 @@ def shares_input(modules: list, modes: list) -> bool:
     if len(modules) < 2 or set(modes) != {"gram"} or len(kinds) != 1:
         return False
     kind = kinds.pop()
-    if kind in (KINDS[1], KINDS[2]):  # nn.Linear, transformers' Conv1D
+    if kind is LINEAR or kind is HF_CONV1D:
         return len({input_features(m) for m in modules}) == 1
-    if kind is KINDS[3]:  # Conv1d / Conv2d
+    if kind is CONV:
         return len({(type(m), m.in_channels, m.kernel_size, m.stride, m.dilation, m.groups, m.padding_mode,
                      tuple(m._reversed_padding_repeated_twice)) for m in modules}) == 1 and modules[0].groups == 1
     return False
